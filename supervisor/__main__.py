@@ -1,0 +1,5 @@
+"""``python -m supervisor`` is ``cc-task``."""
+
+from supervisor.cli import main
+
+raise SystemExit(main())

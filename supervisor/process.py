@@ -1,0 +1,112 @@
+"""Spawning one child: the command or a hook (SPEC section 5).
+
+``bash --noprofile --norc -c CMD`` in its own session and process group, stdin from
+/dev/null, stdout and stderr through pipes, signal mask and dispositions reset (see
+``signals.capture_signals``), no launcher descriptor inherited (``close_fds`` and PEP 446).
+``subprocess.Popen`` only forks and execs here: its status is collected by the reaper,
+never by ``Popen.wait``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from supervisor import exitcodes
+from supervisor.cgroup import TaskCgroup
+from supervisor.users import Account
+
+
+def bash_argv(command: str) -> list[str]:
+    return ["bash", "--noprofile", "--norc", "-c", command]
+
+
+class StartFailed(Exception):
+    """bash could not be executed (126) or was not found (127)."""
+
+    def __init__(self, exit_status: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.message = message
+
+
+@dataclass
+class Child:
+    pid: int
+    pgid: int
+    stdout: int | None  # read ends of the pipes, non-blocking; None when interactive
+    stderr: int | None
+    popen: subprocess.Popen[bytes] = field(repr=False)
+    in_cgroup: bool = False
+
+    def mark_reaped(self, exit_status: int) -> None:
+        # Keeps Popen.__del__ and subprocess._cleanup from calling waitpid on a pid
+        # the reaper already collected (and that may be reused).
+        self.popen.returncode = exit_status
+
+
+def spawn(
+    argv: list[str],
+    env: Mapping[str, str],
+    cwd: str,
+    account: Account | None = None,
+    interactive: bool = False,
+    cgroup: TaskCgroup | None = None,
+) -> Child:
+    """Start ``argv``; raise ``StartFailed`` when it cannot be executed."""
+    out_r = out_w = err_r = err_w = -1
+    if not interactive:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+    kwargs: dict[str, object] = {}
+    if account is not None:
+        kwargs.update(user=account.uid, group=account.gid, extra_groups=list(account.groups))
+    entered = False
+    try:
+        if cgroup is not None:
+            # The child is born in the task's cgroup: no window where it could fork
+            # outside. Python's Popen has no CLONE_INTO_CGROUP, so move ourselves there
+            # around the fork, then back.
+            with contextlib.suppress(OSError):
+                cgroup.enter()
+                entered = True
+        popen = subprocess.Popen(
+            argv,
+            stdin=None if interactive else subprocess.DEVNULL,
+            stdout=None if interactive else out_w,
+            stderr=None if interactive else err_w,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            restore_signals=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except FileNotFoundError as exc:
+        for fd in (out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
+        if exc.filename and exc.filename == cwd:
+            raise StartFailed(exitcodes.CANNOT_EXECUTE,
+                              f"cannot enter the working directory {cwd}") from None
+        raise StartFailed(exitcodes.NOT_FOUND, f"{argv[0]} was not found") from None
+    except OSError as exc:
+        for fd in (out_r, err_r):
+            if fd >= 0:
+                os.close(fd)
+        raise StartFailed(exitcodes.CANNOT_EXECUTE,
+                          f"{argv[0]} could not be executed: {exc.strerror}") from None
+    finally:
+        if entered and cgroup is not None:
+            cgroup.leave()
+        for fd in (out_w, err_w):
+            if fd >= 0:
+                os.close(fd)
+    if not interactive:
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+    return Child(popen.pid, popen.pid, out_r if not interactive else None,
+                 err_r if not interactive else None, popen, in_cgroup=entered)
