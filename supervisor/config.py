@@ -164,7 +164,7 @@ class Settings(BaseModel):
 VARIABLES = tuple(
     f.alias for f in Settings.model_fields.values() if f.alias and f.alias.startswith("CC_")
 )
-_FIELDS_BY_ALIAS = {f.alias: name for name, f in Settings.model_fields.items()}
+_FIELDS_BY_ALIAS = {f.alias: name for name, f in Settings.model_fields.items() if f.alias}
 
 
 def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[str, str]:
@@ -253,7 +253,9 @@ def check_command(command: str | None, variable: str = "CC_RUN_COMMAND") -> str:
     except FileNotFoundError:
         return command  # no bash: reported as start-failed (127) when the command runs
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"{variable} could not be checked with bash -n: {exc}.", variable) from None
+        raise ConfigError(
+            f"{variable} could not be checked with bash -n: {exc}.", variable
+        ) from None
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         first = detail[0] if detail else "bash -n failed"

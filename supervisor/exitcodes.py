@@ -1,4 +1,7 @@
-"""Exit statuses of the launcher (SPEC section 7). A leaf module: imports nothing from the package."""
+"""Exit statuses of the launcher (SPEC section 7).
+
+A leaf module: imports nothing from the package.
+"""
 
 from __future__ import annotations
 

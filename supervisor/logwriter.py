@@ -54,10 +54,11 @@ class Sink:
     is slowed down too: backpressure without loss.
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, on_broken: Callable[[OSError], None] | None = None) -> None:
         self.fd = fd
         self.broken = False
         self.dropped = 0
+        self.on_broken = on_broken
 
     def write(self, data: bytes) -> None:
         if self.broken:
@@ -78,6 +79,8 @@ class Sink:
                                  errno.ECONNRESET):
                     self.broken = True
                     self.dropped += len(view)
+                    if self.on_broken is not None:
+                        self.on_broken(exc)
                     return
                 raise
             view = view[n:]
@@ -145,6 +148,8 @@ class LogWriter:
     ) -> None:
         self.format = fmt
         self.stdout = stdout or Sink(1)
+        if self.stdout.on_broken is None:
+            self.stdout.on_broken = self._stdout_broken
         self.stderr = stderr or Sink(2)
         self.masker = masker or Masker()
         self.static = dict(static or {})
@@ -269,6 +274,11 @@ class LogWriter:
             self._buf.clear()
             self._size = 0
             self.stdout.write(data)
+
+    def _stdout_broken(self, exc: OSError) -> None:
+        # The task goes on: the report, the status file and the shutdown still follow.
+        self.stderr.write(f"cc-task: stdout is closed ({exc.strerror}): records are no "
+                          "longer written; the task goes on\n".encode())
 
     def error(self, sentence: str) -> None:
         """One sentence for a person on stderr (configuration errors)."""

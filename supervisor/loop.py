@@ -45,7 +45,7 @@ class Loop:
             timeout = 0
         for key, _ in self.selector.select(timeout):
             if key.data is not None:
-                key.data(key.fd)  # type: ignore[operator]
+                key.data(key.fd)
         self.dispatch_signals()
 
     def dispatch_signals(self) -> None:

@@ -61,9 +61,6 @@ def spawn(
     if not interactive:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-    kwargs: dict[str, object] = {}
-    if account is not None:
-        kwargs.update(user=account.uid, group=account.gid, extra_groups=list(account.groups))
     entered = False
     try:
         if cgroup is not None:
@@ -83,7 +80,9 @@ def spawn(
             start_new_session=True,
             close_fds=True,
             restore_signals=True,
-            **kwargs,  # type: ignore[arg-type]
+            user=account.uid if account else None,
+            group=account.gid if account else None,
+            extra_groups=list(account.groups) if account else None,
         )
     except FileNotFoundError as exc:
         for fd in (out_r, err_r):

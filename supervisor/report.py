@@ -124,7 +124,8 @@ def encode(report: Mapping[str, Any]) -> bytes:
         data = orjson.dumps(shrunk)
     if len(data) > MAX_BYTES and shrunk.get("command"):
         over = len(data) - MAX_BYTES
-        shrunk["command"] = _cut(shrunk["command"], max(0, len(shrunk["command"].encode()) - over - 8))
+        size = len(shrunk["command"].encode())
+        shrunk["command"] = _cut(shrunk["command"], max(0, size - over - 8))
         data = orjson.dumps(shrunk)
     return data
 

@@ -14,7 +14,7 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from supervisor import exitcodes, proctree, signals
@@ -234,9 +234,9 @@ class _Run:
             data = b""
         stream, splitter = self.open_fds[fd]
         if not data:
-            records, partial = splitter.flush()
-            self._log(stream, records, partial)
-            if records:
+            last, last_partial = splitter.flush()
+            self._log(stream, last, last_partial)
+            if last:
                 self.outcome.output[stream].lines += 1
                 self.r.observer.output(stream, 1, 0)
             self._close(fd)
@@ -251,10 +251,10 @@ class _Run:
             self.idle_deadline = self.clock() + self.spec.idle_timeout
         self._log(stream, records, partial)
 
-    def _log(self, stream: str, records: list[bytes], partial: object) -> None:
+    def _log(self, stream: str, records: list[bytes], partial: Sequence[int]) -> None:
         if not records:
             return
-        self.r.writer.output(self.spec.source, stream, self.spec.phase, records, partial)  # type: ignore[arg-type]
+        self.r.writer.output(self.spec.source, stream, self.spec.phase, records, partial)
         if self.is_command:
             self.r.tail.extend(records[-TAIL_LINES:])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """The launcher's life cycle, one gauge each in ``cc_task_state``."""
 
     STARTING = "starting"
@@ -16,7 +16,7 @@ class State(str, enum.Enum):
     FINISHED = "finished"
 
 
-class Result(str, enum.Enum):
+class Result(enum.StrEnum):
     """The report's ``result`` and the hooks' ``CC_TASK_RESULT``."""
 
     SUCCESS = "success"
@@ -29,7 +29,7 @@ class Result(str, enum.Enum):
     START_FAILED = "start-failed"
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """Hook phases, with the folder each one reads under ``CC_TASK_HOOKS_DIR``."""
 
     PRE_RUN = "pre-run"
@@ -41,7 +41,7 @@ class Phase(str, enum.Enum):
         return f"{self.value}.d"
 
 
-class Timeout(str, enum.Enum):
+class Timeout(enum.StrEnum):
     """Kinds of deadline, the ``kind`` label of ``cc_task_timeouts_total``."""
 
     OVERALL = "overall"

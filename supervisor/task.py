@@ -109,6 +109,7 @@ class Task:
         self.run_id = str(uuid.uuid4())
         self.terminated: int | None = None
         self.observer: Observer = Observer()
+        self.metrics: Any = None
 
     # -- the whole run --------------------------------------------------------------
 
@@ -135,10 +136,13 @@ class Task:
                 self.writer = writer
                 self.loop = loop
                 self.reaper = reaper
+                if error is None:
+                    error = self._start_metrics(settings, env)
                 if error is not None:
                     status = self._config_error(error, settings, env, masker, started)
                 else:
                     status = self._run(env, settings, account, masker, started)
+                self._finish_metrics()
                 failed_run = status != 0
                 self._troubleshoot_delay(settings, failed_run)
                 writer.flush()
@@ -150,6 +154,31 @@ class Task:
         finally:
             self._shutdown(settings, writer)
         return status
+
+    def _start_metrics(self, settings: Settings, env: Mapping[str, str]) -> ConfigError | None:
+        """Metrics only when a feature asks for them: prometheus-client costs ~40 ms."""
+        if not (settings.metrics_port or settings.pushgateway_url or settings.metrics_textfile):
+            return None
+        from supervisor import __version__
+        from supervisor.metrics import Metrics
+
+        metrics = Metrics(settings, platform_ids(env), self.writer, __version__)
+        self.metrics = metrics
+        self.observer = metrics
+        try:
+            metrics.start()
+        except ConfigError as exc:
+            return exc
+        return None
+
+    def _finish_metrics(self) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        try:
+            metrics.finish(getattr(self, "final_report", None) or {}, self.loop)
+        finally:
+            metrics.close()
 
     def _writer(self, settings: Settings, masker: Masker, env: Mapping[str, str]) -> LogWriter:
         fmt = settings.log_format
@@ -192,6 +221,9 @@ class Task:
             workdir=settings.cwd, timeout_seconds=settings.timeout,
             idle_timeout_seconds=settings.idle_timeout, user=settings.user,
         )
+        writer.event("config.loaded", "resolved configuration", level="debug",
+                     config=settings.public(),
+                     supervision="pid1" if os.getpid() == 1 else "subreaper")
         runner = Runner(self.loop, writer, masker, settings.log_max_line,
                         observer=self.observer, use_cgroup=not settings.interactive)
         runner.run_id = self.run_id
@@ -360,6 +392,9 @@ class Task:
             self.terminated = signum
 
     def _on_orphan(self, exit_: Any) -> None:
+        counter = getattr(self.observer, "zombie_reaped", None)
+        if counter is not None:
+            counter()
         self.writer.event("zombie.reaped", f"reaped orphan pid {exit_.pid}", level="debug",
                           pid=exit_.pid)
 
@@ -377,16 +412,17 @@ class Task:
     def _shutdown(self, settings: Settings | None, writer: LogWriter | None) -> None:
         action = settings.shutdown if settings is not None else "auto"
         command = settings.shutdown_command if settings is not None else None
-        action = shutdown.resolve(action)
-        if action == "none" and not command:
+        resolved = shutdown.resolve(action)
+        if resolved == "none" and not command:
             if writer is not None:
                 writer.flush()
             return
         if writer is not None:
-            writer.event("shutdown.started", f"shutting down: {shutdown.describe(action, command)}",
-                         action=action, command=bool(command))
+            what = shutdown.describe(resolved, command)
+            writer.event("shutdown.started", f"shutting down: {what}",
+                         action=resolved, command=bool(command))
             writer.flush()
-        problem = self.shutdown_action(action, command)
+        problem = self.shutdown_action(resolved, command)
         if problem and writer is not None:
             writer.event("shutdown.started", problem, level="error")
             writer.flush()
