@@ -1,0 +1,225 @@
+"""Nothing the task leaves behind survives it, and the drain is bounded (SPEC section 5).
+
+Both ways of finding leftovers are tested: the task's cgroup v2 group (the default where
+a writable cgroup2 is mounted) and the fallback (child subreaper and process tree),
+forced honestly by running cc-task in a mount namespace where a tmpfs hides the cgroup2
+mount, so that ``/proc/self/mountinfo`` shows none.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests import procs
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    import procs  # type: ignore[no-redef]
+
+
+def cgroup2_mount() -> str | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2":
+            return left.split(" ")[4]
+    return None
+
+
+MOUNT = cgroup2_mount()
+
+
+def cgroup_usable() -> bool:
+    """What the launcher needs: a cgroup2 mount where a child group can be made."""
+    if MOUNT is None:
+        return False
+    own = next((line[3:].strip() for line in Path("/proc/self/cgroup").read_text().splitlines()
+                if line.startswith("0::")), None)
+    if own is None:
+        return False
+    probe = Path(MOUNT, own.lstrip("/"), f"cc-task-test-probe-{time.monotonic_ns()}")
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+def no_cgroup_prefix() -> list[str]:
+    """Run cc-task where /proc/self/mountinfo shows no cgroup2 (a private mount namespace
+    with a tmpfs over the mount point)."""
+    assert MOUNT is not None
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"mount -t tmpfs none '{MOUNT}' && exec \"$@\"", "sh"]
+
+
+PATHS = {
+    "cgroup": pytest.param("cgroup", marks=pytest.mark.skipif(
+        not cgroup_usable(), reason="no writable cgroup2 mount on this machine")),
+    "fallback": pytest.param("fallback", marks=pytest.mark.skipif(
+        MOUNT is None, reason="no cgroup2 mount to hide (the default is the fallback)")),
+}
+
+
+@pytest.fixture
+def launch() -> Iterator[procs.Launches]:
+    with procs.Launches() as started:
+        yield started
+
+
+def start(launch: procs.Launches, path: str, args: list[str],
+          env: dict[str, str] | None = None) -> procs.Launch:
+    prefix = no_cgroup_prefix() if path == "fallback" else []
+    return launch(args, env=env, prefix=prefix)
+
+
+# The three kinds of leftovers. Each prints its pid once it is set up; bash waits for
+# the double fork's file so that its TERM trap is in place before bash exits.
+THREE_KINDS = r"""
+echo "cg $(grep '^0::' /proc/self/cgroup)"
+sleep 1000 & echo "background $!"
+setsid sleep 1001 & echo "setsid $!"
+( (trap "" TERM; echo $BASHPID > "$D/df"; exec sleep 1002) & ) &
+while [ ! -s "$D/df" ]; do sleep 0.01; done
+echo "doublefork $(cat "$D/df")"
+exit 0
+"""
+
+
+def pids_from(run: procs.Launch) -> dict[str, int]:
+    out = {}
+    for line in run.lines():
+        m = re.fullmatch(r"(background|setsid|doublefork) (\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_three_kinds_of_leftovers_are_gone(launch: procs.Launches, path: str,
+                                           tmp_path: Path) -> None:
+    run = start(launch, path, ["--kill-grace", "1s", "--command", THREE_KINDS],
+                env={"D": str(tmp_path)})
+    # Learn the pids as early as possible, so that teardown can kill them on failure.
+    run.wait_line("doublefork ", exact=False, timeout=15)
+    pids = pids_from(run)
+    markers = {"background": "sleep 1000", "setsid": "sleep 1001", "doublefork": "sleep 1002"}
+    for kind, pid in pids.items():
+        launch.track(pid, markers[kind])
+    assert set(pids) == set(markers), run.dump()
+    status = run.finish(timeout=20)
+    assert status == 0, run.dump()  # bash's status: leftovers do not change it
+
+    cg = next(line for line in run.lines() if line.startswith("cg "))
+    if path == "cgroup":
+        assert "cc-task-" in cg, f"the task did not run in its own cgroup: {cg}"
+    else:
+        assert "cc-task-" not in cg, f"the fallback was not in effect: {cg}"
+
+    stopped = run.events("leftovers.killed")
+    assert len(stopped) == 1, run.dump()
+    assert stopped[0]["count"] >= 3
+    assert set(pids.values()) <= set(stopped[0]["pids"]), stopped
+    # The double fork ignores SIGTERM: SIGKILL after the grace was needed.
+    assert run.events("command.killed"), run.dump()
+    assert run.report["killed"] is True
+    for kind, pid in pids.items():
+        assert procs.poll(lambda pid=pid, kind=kind: not procs.alive(pid, markers[kind]), 3), (
+            f"{kind} leftover {pid} survived the task: {procs.cmdline(pid)}")
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_leftovers_get_the_stop_signal_and_their_output_is_logged(
+        launch: procs.Launches, path: str, tmp_path: Path) -> None:
+    """A background job with a TERM trap: it gets SIGTERM after bash exits and what it
+    prints then is in the log; no SIGKILL is needed and the run does not wait the grace."""
+    command = ("(trap 'echo job got TERM; exit 0' TERM; echo job $BASHPID; touch \"$D/trap\"; "
+               "while :; do sleep 0.05; done) & "
+               "while [ ! -e \"$D/trap\" ]; do sleep 0.01; done; echo bash leaves")
+    run = start(launch, path, ["--kill-grace", "20s", "--command", command],
+                env={"D": str(tmp_path)})
+    job = int(run.wait_line("job ", exact=False)["message"].split()[1])
+    launch.track(job, "bash")
+    status = run.finish(timeout=25)
+    assert status == 0, run.dump()
+    lines = run.lines()
+    assert "job got TERM" in lines, run.dump()
+    assert lines.index("bash leaves") < lines.index("job got TERM")
+    assert run.events("leftovers.killed")[0]["count"] >= 1
+    assert not run.events("command.killed")
+    assert run.report["killed"] is False
+    assert run.elapsed is not None and run.elapsed < 5, "the launcher slept out the grace"
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_a_leftover_from_the_helper_child_is_gone(launch: procs.Launches, path: str) -> None:
+    """The same with processes started by Python (fork/setsid/double fork)."""
+    run = start(launch, path, ["--kill-grace", "1s", "--command", procs.sigchild(
+        "--spawn", "background", "--spawn", "setsid", "--spawn", "doublefork",
+        "--spawn-seconds", "1003", "--exit-after", "0")])
+    run.wait_ready()
+    assert run.finish(timeout=20) == 0, run.dump()
+    pids = [int(line.split()[2]) for line in run.lines() if line.startswith("child ")]
+    assert len(pids) == 3
+    for pid in pids:
+        launch.track(pid, "sleep 1003")
+    assert set(pids) <= set(run.events("leftovers.killed")[0]["pids"])
+    for pid in pids:
+        assert procs.poll(lambda pid=pid: not procs.alive(pid, "sleep 1003"), 3)
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_background_writer_does_not_hang_the_launcher(launch: procs.Launches,
+                                                      path: str) -> None:
+    """A writer holding the pipes open after bash exits: stopped, its ticks logged."""
+    command = ("(while :; do echo tick; sleep 0.1; done) & "
+               "while [ ! -e /proc/$!/status ]; do sleep 0.01; done; sleep 0.5; exit 4")
+    run = start(launch, path, ["--kill-grace", "5s", "--command", command])
+    status = run.finish(timeout=20)
+    assert status == 4, run.dump()
+    assert run.lines().count("tick") >= 3, run.dump()
+    assert run.events("leftovers.killed"), run.dump()
+    # The writer dies on SIGTERM at once: no grace, no drain bound waited out.
+    assert run.elapsed is not None and run.elapsed < 3.0
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_term_ignoring_writer_is_killed_after_the_grace(launch: procs.Launches,
+                                                        path: str) -> None:
+    """It keeps writing during the grace; that output is logged, then SIGKILL."""
+    command = ("(trap '' TERM; while :; do echo tick; sleep 0.1; done) & "
+               "sleep 0.3; echo bash leaves; exit 0")
+    run = start(launch, path, ["--kill-grace", "1s", "--command", command])
+    status = run.finish(timeout=20)
+    assert status == 0, run.dump()
+    lines = run.lines()
+    after = lines[lines.index("bash leaves") + 1:]
+    assert after.count("tick") >= 5, "nothing written during the grace was logged"
+    assert run.events("command.killed")
+    assert run.report["killed"] is True
+    # Grace 1 s, then at most the drain bound of a few seconds.
+    assert run.elapsed is not None and 1.0 <= run.elapsed < 6.0
+
+
+@pytest.mark.skipif(not cgroup_usable(), reason="no writable cgroup2 mount")
+def test_drain_is_bounded_when_a_writer_escaped_the_launchers_view(
+        launch: procs.Launches) -> None:
+    """A root task can move a writer out of its cgroup: the launcher cannot see or stop
+    it, but the drain after bash exits is still bounded and what came is logged."""
+    assert MOUNT is not None
+    command = (f"(echo $BASHPID > '{MOUNT}/cgroup.procs'; echo escaped $BASHPID; "
+               "while :; do echo tick; sleep 0.1; done) & "
+               "sleep 0.5; exit 0")
+    run = launch(["--kill-grace", "1s", "--command", command])
+    escaped = int(run.wait_line("escaped ", exact=False)["message"].split()[1])
+    launch.track(escaped, "bash")
+    status = run.finish(timeout=30)
+    assert status == 0, run.dump()
+    assert run.lines().count("tick") >= 3
+    assert run.elapsed is not None and run.elapsed < 8.0, "the drain was not bounded"
+    # Once the launcher closed its end, the writer dies of SIGPIPE on its next echo.
+    assert procs.poll(lambda: not procs.alive(escaped, "bash"), 5)
