@@ -485,3 +485,34 @@ def test_second_sigterm_kills_a_stubborn_hook(hooks_dir: Path, tmp_path: Path,
     assert code == 137, bg.stderr
     assert [e.get("hook") for e in events(bg.records, "command.killed")] == ["pre-run"]
     assert mark.exists()
+
+
+# -- launcher bugs found while writing these tests (left failing, reported) -------------
+
+
+def test_relative_hooks_dir_with_another_workdir(tmp_path: Path) -> None:
+    """A relative CC_TASK_HOOKS_DIR is the launcher's directory's, whatever CC_TASK_WORKDIR.
+
+    The folder is listed relative to the launcher's current directory but the hook is
+    executed by a relative path from the working directory: 127, "not found"."""
+    (tmp_path / "hooks" / "succeeded.d").mkdir(parents=True)
+    write_hook(tmp_path / "hooks" / "succeeded.d", "10-x", "echo relative-hook-ran")
+    work = tmp_path / "work"
+    work.mkdir()
+    res = run(Path("hooks"), {"CC_TASK_WORKDIR": str(work)}, cwd=str(tmp_path))
+    assert res.returncode == 0, res
+    assert hook_lines(res.records, "succeeded") == ["relative-hook-ran"]
+    assert res.report()["hooks"]["succeeded"]["exit_status"] == 0
+
+
+def test_one_hook_finished_event_per_hook(hooks_dir: Path) -> None:
+    """Each hook ends with exactly one hook.finished, with its path for a folder hook.
+
+    A failing post-run hook currently gets a second hook.finished ("... failed (exit
+    status N); the task's status is unchanged") without ``path``."""
+    write_hook(hooks_dir / "failed.d", "10-fails", "exit 9")
+    res = run(hooks_dir, {"CC_RUN_FAILED_HOOK": "exit 7"}, command="exit 3")
+    assert res.returncode == 3, res
+    started = [(e["hook"], e.get("path")) for e in res.events("hook.started")]
+    finished = [(e["hook"], e.get("path")) for e in res.events("hook.finished")]
+    assert finished == started
