@@ -405,7 +405,10 @@ def test_a_real_prometheus_stores_the_final_exit_status(
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "30",
         "INSTANCE_ID": "prom-test"})
     finished(run)
-    assert run.wait(40) == 3  # Prometheus scraped within the linger: it ended early
+    ended = time.monotonic()
+    assert run.wait(40) == 3
+    # Prometheus scrapes every second: the linger of 30 s ends at its first scrape.
+    assert time.monotonic() - ended < 10
 
     query = urllib.parse.urlencode(
         {"query": 'last_over_time(cc_task_exit_status{job="cc-task"}[5m])'})
@@ -566,3 +569,93 @@ def _version() -> str:
     from supervisor import __version__
 
     return __version__
+
+
+# -- in process: the registry itself ---------------------------------------------------
+
+
+class _FakeLoop:
+    """What ``finish`` needs of a loop when there is neither push nor linger."""
+
+    on_signal = None
+
+
+def _metrics(**variables: Any) -> Any:
+    from supervisor.config import Settings
+    from supervisor.logwriter import LogWriter, Sink
+    from supervisor.metrics import Metrics
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    writer = LogWriter("json", stdout=Sink(devnull), stderr=Sink(devnull))
+    settings = Settings.model_validate(variables)
+    return Metrics(settings, {"app_id": "app_1", "instance_id": "i-1"}, writer, "9.9")
+
+
+def test_registry_counts_the_commands_output_only() -> None:
+    from supervisor.states import State, Timeout
+
+    m = _metrics()
+    get = m.registry.get_sample_value
+    assert get("cc_task_state", {"state": "starting"}) == 1
+    m.state(State.PRE_RUN)
+    m.output("stdout", 4, 40)  # a pre-run hook's output
+    m.state(State.RUNNING)
+    m.output("stdout", 2, 12)
+    m.output("stderr", 1, 5)
+    m.stopping()
+    m.output("stdout", 1, 3)  # the command still writes while it stops
+    m.timeout(Timeout.IDLE)
+    m.signal_forwarded(signal.SIGTERM)
+    m.state(State.POST_RUN)
+    m.output("stdout", 9, 90)  # a post-run hook's output
+    m.zombie_reaped()
+    assert get("cc_task_output_lines_total", {"stream": "stdout"}) == 3
+    assert get("cc_task_output_bytes_total", {"stream": "stdout"}) == 15
+    assert get("cc_task_output_lines_total", {"stream": "stderr"}) == 1
+    assert get("cc_task_timeouts_total", {"kind": "idle"}) == 1
+    assert get("cc_task_signals_forwarded_total", {"signal": "SIGTERM"}) == 1
+    assert get("cc_task_zombies_reaped_total") == 1
+    assert get("cc_task_state", {"state": "post_run"}) == 1
+    assert get("cc_task_state", {"state": "stopping"}) == 0
+    assert get("cc_task_info", {"app_id": "app_1", "deployment_id": "",
+                                "instance_id": "i-1", "version": "9.9"}) == 1
+    assert get("cc_task_exit_status") is None
+
+
+def test_finish_sets_the_final_values_from_the_report() -> None:
+    m = _metrics()
+    get = m.registry.get_sample_value
+    m.finish({"exit_status": 0, "started_at": "2024-01-02T03:04:05.500000Z",
+              "finished_at": "2024-01-02T03:04:07.000000Z", "duration_seconds": 1.5,
+              "resources": {"cpu_seconds": 0.25, "max_rss_bytes": 1048576},
+              "hooks": {"succeeded": {"exit_status": 3, "duration_seconds": 0.125}}},
+             _FakeLoop())
+    end = 1704164647.0
+    assert get("cc_task_start_time_seconds") == end - 1.5
+    assert get("cc_task_end_time_seconds") == end
+    assert get("cc_task_last_success_time_seconds") == end
+    assert get("cc_task_duration_seconds") == 1.5
+    assert get("cc_task_exit_status") == 0
+    assert get("cc_task_cpu_seconds") == 0.25
+    assert get("cc_task_max_rss_bytes") == 1048576
+    assert get("cc_task_hook_exit_status", {"hook": "succeeded"}) == 3
+    assert get("cc_task_hook_duration_seconds", {"hook": "succeeded"}) == 0.125
+    assert get("cc_task_state", {"state": "finished"}) == 1
+
+    failed = _metrics()
+    failed.finish({"exit_status": 1, "resources": {}}, _FakeLoop())
+    assert failed.registry.get_sample_value("cc_task_exit_status") == 1
+    assert failed.registry.get_sample_value("cc_task_last_success_time_seconds") is None
+    assert failed.registry.get_sample_value("cc_task_cpu_seconds") is None
+
+
+def test_the_listening_socket_is_not_inheritable() -> None:
+    m = _metrics(CC_TASK_METRICS_PORT=free_port())
+    m.start()
+    try:
+        assert m.port is not None
+        assert m._server.socket.get_inheritable() is False
+        assert http_get(f"http://127.0.0.1:{m.port}/metrics")[0] == 200
+    finally:
+        m.close()
+    m.close()  # idempotent
