@@ -111,7 +111,8 @@ def _is_json_run(args: Sequence[str], env: Mapping[str, str]) -> bool:
             fmt = args[i + 1]
         elif arg.startswith("--log-format="):
             fmt = arg.split("=", 1)[1]
-    return fmt.strip().lower() in ("json", "auto")  # auto: stdout is a pipe here
+    # auto is json since stdout is a pipe here; a malformed value falls back to auto.
+    return fmt.strip().lower() != "text"
 
 
 @dataclass
