@@ -454,6 +454,7 @@ def test_sigterm_during_post_run_hook(hooks_dir: Path, tmp_path: Path,
     env.update({"CC_TASK_HOOKS_DIR": str(hooks_dir), "CC_RUN_COMMAND": "exit 3",
                 "CC_TASK_KILL_GRACE": "5s"})
     write_hook(hooks_dir / "failed.d", "10-slow", "echo hook-ready; exec sleep 60")
+    write_hook(hooks_dir / "failed.d", "20-next", "echo next-hook-ran")
     bg = cc_task_bg([], env=env)
     _hook_output(bg, "hook-ready")
     sent = time.monotonic()
@@ -464,6 +465,9 @@ def test_sigterm_during_post_run_hook(hooks_dir: Path, tmp_path: Path,
     rep = events(bg.records, "task.finished")[0]["report"]
     assert (rep["result"], rep["exit_status"]) == ("exit-code", 3)
     assert rep["hooks"]["failed"]["exit_status"] == 143
+    # The remaining post-run hooks still run: a notification still goes out.
+    assert [r["message"] for r in bg.records if r.get("source") == "hook"] == [
+        "hook-ready", "next-hook-ran"]
     assert mark.exists()
 
 
