@@ -223,3 +223,26 @@ def test_drain_is_bounded_when_a_writer_escaped_the_launchers_view(
     assert run.elapsed is not None and run.elapsed < 8.0, "the drain was not bounded"
     # Once the launcher closed its end, the writer dies of SIGPIPE on its next echo.
     assert procs.poll(lambda: not procs.alive(escaped, "bash"), 5)
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_end_of_output_is_not_the_end_of_the_task(launch: procs.Launches, path: str) -> None:
+    """A task that closes stdout and stderr and goes on: its exit, not the pipes' end,
+    ends it."""
+    run = start(launch, path, ["--command", "echo bye; exec >&- 2>&-; sleep 1; exit 3"])
+    assert run.finish(timeout=20) == 3, run.dump()
+    assert run.lines() == ["bye"]
+    assert run.report["duration_seconds"] >= 0.9
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_report_resources(launch: procs.Launches, path: str) -> None:
+    """CPU time and peak memory of the task's processes (a child bash waited for)."""
+    burn = (f"{procs.PYTHON} -c 'import time; x = bytearray(80_000_000); "
+            "e = time.process_time() + 0.4\nwhile time.process_time() < e: pass'")
+    run = start(launch, path, ["--command", f"{burn}; echo done"])
+    assert run.finish(timeout=20) == 0, run.dump()
+    resources = run.report["resources"]
+    assert resources["cpu_seconds"] >= 0.35, resources
+    assert resources["max_rss_bytes"] >= 80_000_000, resources
+    assert resources["max_rss_bytes"] < 2_000_000_000, resources

@@ -176,3 +176,22 @@ def test_timeout_bounds_a_task_that_stops_itself_on_sigcont(
     assert status == 124, run.dump()
     assert "got term" in run.lines(), run.dump()
     assert run.report["killed"] is False
+
+
+def test_timeout_kills_a_term_ignoring_grandchild_after_bash_died(
+        launch: procs.Launches) -> None:
+    """bash dies on the stop signal; its TERM-ignoring child is a leftover, killed after
+    the grace; the status is still 124."""
+    command = ("(trap '' TERM; echo child $BASHPID; exec sleep 1006) & "
+               "exec sleep 30")
+    run = launch(["--timeout", "1s", "--kill-grace", "1s", "--command", command])
+    child = int(run.wait_line("child ", exact=False)["message"].split()[1])
+    launch.track(child, "sleep 1006")
+    status = run.finish(timeout=20)
+    assert status == 124, run.dump()
+    rep = run.report
+    assert rep["result"] == "timeout" and rep["timed_out"] is True
+    assert rep["killed"] is True
+    assert run.events("command.killed")
+    assert procs.poll(lambda: not procs.alive(child, "sleep 1006"), 3)
+    assert run.elapsed is not None and run.elapsed < 6
