@@ -113,13 +113,14 @@ def release(fifo: Path, timeout: float = 10) -> None:
 
 
 def finished(run: Background, timeout: float = 20) -> dict[str, Any]:
-    return run.wait_for_event("task.finished", timeout)["report"]
+    report: dict[str, Any] = run.wait_for_event("task.finished", timeout)["report"]
+    return report
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     def ready() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}")
+            raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             return http_get(url, timeout=1)[0] == 200
         except OSError:
