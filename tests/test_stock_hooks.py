@@ -11,7 +11,9 @@ import importlib.util
 import io
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -268,6 +270,52 @@ def test_webhook_own_output_has_no_secret(receiver: Receiver, tmp_path: Path) ->
         out = proc.stdout + proc.stderr
         assert f"http://127.0.0.1:{receiver.port}/h" in out
         assert SECRET_PW not in out and SECRET_TOKEN not in out and "user" not in out
+
+
+def test_webhook_over_https(tmp_path: Path) -> None:
+    """TLS: a certificate that does not verify fails at once; a trusted one delivers."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 -- http.server's naming
+            bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    report = tmp_path / "report.json"
+    report.write_text('{"result": "success"}\n')
+    env = {"CC_TASK_WEBHOOK_URL": f"https://127.0.0.1:{server.server_address[1]}/in",
+           "CC_TASK_REPORT_FILE": str(report), "CC_TASK_WEBHOOK_BACKOFF": "10ms"}
+    try:
+        untrusted = run_webhook(env)
+        trusted = run_webhook({**env, "SSL_CERT_FILE": str(cert)})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert untrusted.returncode == 1, untrusted
+    assert untrusted.stderr.count("CERTIFICATE_VERIFY_FAILED") == 1, untrusted
+    assert "not retried" in untrusted.stderr
+    assert trusted.returncode == 0, trusted
+    assert "delivered (HTTP 204" in trusted.stdout
+    assert bodies == [b'{"result": "success"}\n']
 
 
 @pytest.mark.parametrize(("env", "message"), [
