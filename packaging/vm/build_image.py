@@ -78,7 +78,7 @@ EPOCH = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000"))
 
 
 def log(message: str) -> None:
-    print(f"build_image: {message}", file=sys.stderr, flush=True)
+    print(f"{Path(sys.argv[0]).stem}: {message}", file=sys.stderr, flush=True)
 
 
 def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -336,22 +336,26 @@ sys.exit(main())
 
 
 def precompile(root: Path) -> None:
-    """Compile every module once, at build time (the packages ship no .pyc).
+    """Compile every module of the image once, at build time (the packages ship no .pyc)."""
+    for rel in (f"usr/lib/python{PY}", "opt/cc-task/lib"):
+        if (root / rel).is_dir():
+            precompile_tree(root / rel, "/" + rel)
 
-    Unchecked-hash .pyc files: valid whatever the cpio's timestamps, and reproducible.
-    The recorded file names are the image's paths, not this build folder's.
+
+def precompile_tree(folder: Path, ddir: str) -> None:
+    """``.pyc`` for every module under ``folder``, which will be installed as ``ddir``.
+
+    Unchecked-hash .pyc files: valid whatever the archive's timestamps, and reproducible.
+    The recorded file names are the installed paths, not this build folder's.
     """
     if sys.version_info[:2] != (3, 11):
         raise SystemExit("build_image: run me with Python 3.11 (the .pyc must match the "
                          "image's python3.11)")
     mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-    for rel in (f"usr/lib/python{PY}", "opt/cc-task/lib", "usr/lib/python3/dist-packages"):
-        folder = root / rel
-        if folder.is_dir():
-            ok = compileall.compile_dir(str(folder), ddir="/" + rel, quiet=1, workers=0,
-                                        invalidation_mode=mode, optimize=-1)
-            if not ok:
-                log(f"some modules of /{rel} did not compile (left as source)")
+    ok = compileall.compile_dir(str(folder), ddir=ddir, quiet=1, workers=0,
+                                invalidation_mode=mode)
+    if not ok:
+        log(f"some modules of {ddir} did not compile (left as source)")
 
 
 # -- cpio --------------------------------------------------------------------------------
