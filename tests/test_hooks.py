@@ -68,7 +68,7 @@ def hook_value(records: list[dict[str, Any]], prefix: str, phase: str) -> Any:
 def seq_of(records: list[dict[str, Any]], pred: Callable[[dict[str, Any]], bool]) -> int:
     found = [r["seq"] for r in records if pred(r)]
     assert len(found) == 1, f"expected one matching record, got {found}: {records!r}"
-    return found[0]
+    return int(found[0])
 
 
 # -- phases and their order ----------------------------------------------------------
