@@ -161,14 +161,23 @@ def load(
     ``CC_TASK_ENV_FILES`` and ``CC_TASK_ENV_DIR`` come from the process environment;
     ``extra_files`` (``--env-file``) come after ``CC_TASK_ENV_FILES``.
     """
-    paths = [*split_paths(process.get("CC_TASK_ENV_FILES")), *extra_files]
+    from_variable = split_paths(process.get("CC_TASK_ENV_FILES"))
+    paths = [*from_variable, *extra_files]
     layers: list[EnvLayer] = []
     context: dict[str, str] = dict(process)
-    for path in paths:
-        layer = load_env_file(path, context={**_flatten(layers), **context})
+    for index, path in enumerate(paths):
+        try:
+            layer = load_env_file(path, context={**_flatten(layers), **context})
+        except ConfigError as exc:
+            exc.variable = "CC_TASK_ENV_FILES" if index < len(from_variable) else "--env-file"
+            raise
         layers.append(layer)
     envdir_path = process.get("CC_TASK_ENV_DIR")
-    envdir = load_envdir(envdir_path) if envdir_path else None
+    try:
+        envdir = load_envdir(envdir_path) if envdir_path else None
+    except ConfigError as exc:
+        exc.variable = "CC_TASK_ENV_DIR"
+        raise
     return merge(layers, envdir, process)
 
 

@@ -185,10 +185,11 @@ class LogWriter:
             return
         level = record.levelname.lower()
         text = self.masker.mask_text(record.getMessage())
+        label = "cc-task: error:" if level == "error" else "cc-task:"
         if self.colour:
-            line = f"{_COLOURS[level]}cc-task:{_RESET} {text}\n"
+            line = f"{_COLOURS[level]}{label}{_RESET} {text}\n"
         else:
-            line = f"cc-task: {text}\n"
+            line = f"{label} {text}\n"
         self.flush()
         self.stderr.write(line.encode("utf-8", "replace"))
 

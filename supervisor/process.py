@@ -48,6 +48,30 @@ class Child:
         self.popen.returncode = exit_status
 
 
+def foreground(pgid: int) -> None:
+    """Make ``pgid`` the foreground job of the launcher's terminal, if it has one.
+
+    SIGTTOU is blocked meanwhile: a background process calling ``tcsetpgrp`` gets it.
+    The child may have been stopped by SIGTTIN before this: SIGCONT wakes it.
+    """
+    import signal
+
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        os.close(fd)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGCONT)
+
+
 def spawn(
     argv: list[str],
     env: Mapping[str, str],
@@ -77,7 +101,10 @@ def spawn(
             stderr=None if interactive else err_w,
             env=dict(env),
             cwd=cwd,
-            start_new_session=True,
+            # Interactive: stay in the terminal's session (the task keeps its controlling
+            # terminal) but in a group of its own, made the foreground job below.
+            start_new_session=not interactive,
+            process_group=0 if interactive else None,
             close_fds=True,
             restore_signals=True,
             user=account.uid if account else None,
@@ -107,5 +134,7 @@ def spawn(
     if not interactive:
         os.set_blocking(out_r, False)
         os.set_blocking(err_r, False)
+    else:
+        foreground(popen.pid)
     return Child(popen.pid, popen.pid, out_r if not interactive else None,
                  err_r if not interactive else None, popen, in_cgroup=entered)

@@ -150,8 +150,9 @@ class _Run:
 
     def execute(self) -> Outcome:
         spec = self.spec
-        if self.r.use_cgroup and not spec.interactive:
+        if self.r.use_cgroup:
             self.cgroup = TaskCgroup.create(self.cgroup_name)
+        self.r.writer.flush()  # the launcher's records come before the task's output
         now = self.clock()
         self.outcome.started_at = self.r.wall()
         try:
@@ -175,7 +176,8 @@ class _Run:
                 self.r.loop.add_reader(fd, self._on_readable)
         if spec.timeout:
             self.deadline = now + spec.timeout
-        if spec.idle_timeout:
+        if spec.idle_timeout and not spec.interactive:
+            # Interactive output goes straight to the terminal: nothing to measure.
             self.idle_deadline = now + spec.idle_timeout
         self._started_event()
         previous = self.r.loop.on_signal
@@ -370,8 +372,6 @@ class _Run:
     def _leftovers(self) -> list[int]:
         if self.cgroup is not None:
             return self.cgroup.pids()
-        if self.spec.interactive:
-            return []
         return proctree.descendants(os.getpid())
 
     def _check_leftovers(self) -> None:
@@ -427,6 +427,10 @@ class _Run:
     def _finish(self) -> None:
         out = self.outcome
         assert self.exit is not None
+        if self.spec.interactive:
+            from supervisor.process import foreground
+
+            foreground(os.getpgrp())  # take the terminal back
         out.duration = max(0.0, out.finished_at - out.started_at)
         if out.timeout is not None:
             out.exit_status = exitcodes.TIMEOUT

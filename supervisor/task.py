@@ -194,7 +194,8 @@ class Task:
     def _config_error(self, error: ConfigError, settings: Settings, env: Mapping[str, str],
                       masker: Masker, started: float) -> int:
         assert self.writer is not None
-        self.writer.error(error.message)
+        if self.writer.format == "json":
+            self.writer.error(error.message)  # stdout has the record; a person reads stderr
         self.writer.event("config.invalid", error.message, level="error",
                           variable=error.variable)
         rep = report.build(result=Result.CONFIG_ERROR.value, exit_status=exitcodes.CONFIG,
@@ -208,6 +209,9 @@ class Task:
     def _run(self, env: Mapping[str, str], settings: Settings, account: Account | None,
              masker: Masker, started: float) -> int:
         writer = self.writer
+        if settings.interactive and settings.idle_timeout:
+            writer.event("config.loaded", "--interactive: output is not read, so "
+                         "CC_TASK_IDLE_TIMEOUT is ignored", level="warning")
         if settings.user and account is None:
             writer.event("config.loaded", "not root: CC_TASK_USER is ignored",
                          level="warning", user=settings.user)
@@ -223,9 +227,9 @@ class Task:
         )
         writer.event("config.loaded", "resolved configuration", level="debug",
                      config=settings.public(),
-                     supervision="pid1" if os.getpid() == 1 else "subreaper")
+                     reaper="pid1" if os.getpid() == 1 else "subreaper")
         runner = Runner(self.loop, writer, masker, settings.log_max_line,
-                        observer=self.observer, use_cgroup=not settings.interactive)
+                        observer=self.observer)
         runner.run_id = self.run_id
         self.runner = runner
         self.settings = settings
@@ -306,17 +310,15 @@ class Task:
                                   **({"path": spec.path} if spec.path else {}))
             results.setdefault(phase.value, HookResult()).add(out)
             last = out
-            if out.exit_status != 0:
-                if stop_on_failure:
-                    return out
-                self.writer.event("hook.finished", f"{phase.value} hook failed "
-                                  f"(exit status {out.exit_status}); the task's status is "
-                                  "unchanged", level="warning", hook=phase.value,
-                                  exit_status=out.exit_status)
+            if out.exit_status != 0 and stop_on_failure:
+                return out
+            # A failed post-run hook is the runner's warning-level hook.finished, no more:
+            # the task's status is not changed by it.
         return last
 
     def _folder_hooks(self, phase: Phase) -> list[str]:
-        folder = os.path.join(self.settings.hooks_dir, phase.folder)
+        # Absolute: folder hooks are executed from the task's working directory.
+        folder = os.path.join(os.path.abspath(self.settings.hooks_dir), phase.folder)
         try:
             names = sorted(os.listdir(folder))
         except OSError:
