@@ -384,7 +384,8 @@ class _Run:
                 self.outcome.leftovers = n
                 self.r.writer.event("leftovers.killed",
                                     f"{n} process(es) left behind by the task were stopped",
-                                    count=n, pids=sorted(self.leftover_pids)[:50])
+                                    count=n, pids=sorted(self.leftover_pids)[:50],
+                                    **({"hook": self.spec.phase} if self.spec.phase else {}))
             if self.open_fds and self.drain_until is None:
                 self.drain_until = self.clock() + DRAIN_SECONDS
             return
