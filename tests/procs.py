@@ -224,6 +224,7 @@ class Launch:
     def kill(self) -> None:
         """SIGKILL the launcher and every process below it (also those in other sessions:
         the task runs in its own one)."""
+        launchers = {self.proc.pid, *children_of(self.proc.pid)}  # unshare's child too
         for _ in range(3):
             pids = descendants(self.proc.pid)
             if self.proc.poll() is None:
@@ -237,6 +238,7 @@ class Launch:
                 break
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
+        remove_task_cgroups(launchers)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -280,6 +282,37 @@ class Launches:
 def launches() -> Iterator[Launches]:
     with Launches() as started:
         yield started
+
+
+def remove_task_cgroups(launchers: set[int]) -> None:
+    """A launcher killed with SIGKILL cannot remove its task's cgroup: do it for it
+    (groups are named ``cc-task-<launcher pid>-...`` under the launcher's own group)."""
+    mount = own = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                mount = left.split(" ")[4]
+        own = next((line[3:].strip() for line in
+                    Path("/proc/self/cgroup").read_text().splitlines()
+                    if line.startswith("0::")), None)
+    if mount is None or own is None:
+        return
+    home = Path(mount, own.lstrip("/"))
+    for pid in launchers:
+        for group in home.glob(f"cc-task-{pid}-*"):
+            with contextlib.suppress(OSError):
+                (group / "cgroup.kill").write_text("1")
+            poll(lambda group=group: _empty(group), 2)
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+def _empty(group: Path) -> bool:
+    try:
+        return not (group / "cgroup.procs").read_text().strip()
+    except OSError:
+        return True
 
 
 # -- /proc ---------------------------------------------------------------------------

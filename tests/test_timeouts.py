@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,21 @@ def test_timeout_kills_a_term_ignoring_grandchild_after_bash_died(
     assert run.events("command.killed")
     assert procs.poll(lambda: not procs.alive(child, "sleep 1006"), 3)
     assert run.elapsed is not None and run.elapsed < 6
+
+
+@pytest.mark.parametrize("option", ["--timeout", "--idle-timeout"])
+def test_a_deadline_after_bash_exited_does_not_turn_the_run_into_a_timeout(
+        launch: procs.Launches, option: str, tmp_path: Path) -> None:
+    """The task is over when bash exits (SPEC section 5): bash exits 0 at once, leaving a
+    TERM-ignoring process whose grace (3 s) outlasts the deadline (1 s). The leftover is
+    killed after the grace, but the status is bash's 0 (SPEC section 7), not 124."""
+    command = ('(trap "" TERM; touch "$D/trapped"; exec sleep 1008) & '
+               'while [ ! -e "$D/trapped" ]; do sleep 0.01; done; echo bash leaves; exit 0')
+    run = launch([option, "1s", "--kill-grace", "3s", "--command", command],
+                 env={"D": str(tmp_path)})
+    status = run.finish(timeout=20)
+    rep = run.report
+    assert run.events("leftovers.killed"), run.dump()
+    assert not run.events("timeout.reached"), run.dump()
+    assert status == 0, run.dump()
+    assert rep["result"] == "success" and rep["timed_out"] is False
