@@ -9,6 +9,7 @@ mount, so that ``/proc/self/mountinfo`` shows none.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,28 @@ def test_report_resources(launch: procs.Launches, path: str) -> None:
     assert resources["cpu_seconds"] >= 0.35, resources
     assert resources["max_rss_bytes"] >= 80_000_000, resources
     assert resources["max_rss_bytes"] < 2_000_000_000, resources
+
+
+@pytest.mark.parametrize("path", PATHS.values())
+def test_double_sigterm_while_leftovers_are_stopped(launch: procs.Launches, path: str,
+                                                    tmp_path: Path) -> None:
+    """bash is gone and a TERM-trapping leftover is in its 30 s grace: a first SIGTERM to
+    the launcher reaches it, a second one kills it at once."""
+    command = ("(trap 'echo leftover got TERM' TERM; touch \"$D/trap\"; "
+               "while :; do sleep 0.05; done) & "
+               'while [ ! -e "$D/trap" ]; do sleep 0.01; done; echo bash leaves; exit 6')
+    run = start(launch, path, ["--kill-grace", "30s", "--command", command],
+                env={"D": str(tmp_path)})
+    run.wait_line("leftover got TERM")  # the launcher's own stop signal: grace running
+
+    def got(n: int) -> bool:
+        return run.lines().count("leftover got TERM") >= n
+    run.send(signal.SIGTERM)
+    run.wait_for(lambda r: got(2), what="the forwarded SIGTERM line")
+    second = time.monotonic()
+    run.send(signal.SIGTERM)
+    status = run.finish(timeout=10)
+    assert time.monotonic() - second < 2.0, "the second SIGTERM did not kill at once"
+    assert status == 6, run.dump()  # bash's status (SPEC section 7)
+    assert run.events("command.killed")
+    assert run.events("leftovers.killed")

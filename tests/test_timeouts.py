@@ -214,3 +214,10 @@ def test_a_deadline_after_bash_exited_does_not_turn_the_run_into_a_timeout(
     assert not run.events("timeout.reached"), run.dump()
     assert status == 0, run.dump()
     assert rep["result"] == "success" and rep["timed_out"] is False
+
+
+def test_output_without_newline_also_resets_the_idle_timer(launch: procs.Launches) -> None:
+    run = launch(["--idle-timeout", "1s", "--command",
+                  "for i in $(seq 8); do printf .; sleep 0.25; done"])
+    assert run.finish() == 0, run.dump()
+    assert run.lines() == ["........"]
