@@ -151,7 +151,7 @@ def deb() -> Path:
              "--python-version", build_image.PY, "--implementation", "cp", "--abi", "cp311",
              *[a for tag in PLATFORMS for a in ("--platform", tag)], "--only-binary=:all:",
              "--disable-pip-version-check", f"{wheel}[metrics]"])
-        shutil.rmtree(lib / "bin", ignore_errors=True)
+        build_image.scrub_site(lib)
         precompile_tree(lib, "/opt/cc-task/lib")
         launcher = root / "usr/bin/cc-task"
         launcher.parent.mkdir(parents=True)

@@ -220,9 +220,22 @@ def python_site(cache: Path) -> Path:
              str(site), "--python-version", PY, "--implementation", "cp", "--abi", "cp311",
              *[a for tag in PLATFORMS for a in ("--platform", tag)], "--only-binary=:all:",
              "--disable-pip-version-check", f"{wheel}[{EXTRAS}]"])
-    shutil.rmtree(site / "bin", ignore_errors=True)  # scripts with this host's shebang
+    scrub_site(site)
     (site / ".complete").write_text("")
     return site
+
+
+def scrub_site(site: Path) -> None:
+    """Drop what ``pip install --target`` leaves that depends on this build, not its inputs:
+    scripts with this host's shebang, and ``direct_url.json`` (the wheel's temporary path)."""
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    for url in site.glob("*.dist-info/direct_url.json"):
+        url.unlink()
+        record = url.parent / "RECORD"
+        if record.exists():
+            name = f"{url.parent.name}/direct_url.json,"
+            lines = record.read_text().splitlines(keepends=True)
+            record.write_text("".join(line for line in lines if not line.startswith(name)))
 
 
 # -- the root file system --------------------------------------------------------------
