@@ -13,7 +13,9 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,15 @@ from typing import Any
 
 import pytest
 from helpers import Background, start_cc_task
+
+# When a hypothesis test fails, its pytest plugin imports hypothesis.extra._patching, which
+# imports libcst, which imports mypy_extensions.TypedDict and so raises a
+# DeprecationWarning; filterwarnings=error turns that into an INTERNALERROR that hides the
+# falsifying example. Import it once here, warnings silenced, so the later import is a
+# cache hit.
+with warnings.catch_warnings(), contextlib.suppress(ImportError):
+    warnings.simplefilter("ignore")
+    import hypothesis.extra._patching  # noqa: F401
 
 
 @pytest.fixture

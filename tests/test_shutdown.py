@@ -13,11 +13,12 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import ShutdownProbe
-from helpers import CC_TASK, make_env, run_cc_task
+from helpers import CC_TASK, Background, make_env, run_cc_task
 
 
 def supervisor_events(records: list[dict[str, object]]) -> list[object]:
@@ -186,3 +187,15 @@ def test_shutdown_command_replaces_the_action_even_as_pid1(tmp_path: Path) -> No
     assert mark.exists()
     assert calls == []
     assert proc.returncode == 4, proc
+
+
+def test_shutdown_command_runs_after_the_launcher_is_terminated(
+        cc_task_bg: Callable[..., Background], shutdown_probe: ShutdownProbe) -> None:
+    """SIGTERM to the launcher reaches the task; the report and shutdown still follow."""
+    run = cc_task_bg(["--command", "echo ready; sleep 60 & wait"], env=shutdown_probe.env)
+    run.wait_for_output("ready")
+    run.send_signal(15)
+    assert run.wait(timeout=30) == 143, run.records
+    assert run.wait_for_event("shutdown.started")
+    assert shutdown_probe.lines() == ["report-written"]
+    assert json.loads(shutdown_probe.status_file.read_bytes())["exit_status"] == 143
