@@ -123,6 +123,7 @@ Version: {version}
 Architecture: amd64
 Maintainer: cc-task maintainers <cc-task@localhost>
 Depends: python3.11, bash
+Recommends: python3
 Section: admin
 Priority: optional
 Installed-Size: {size}
