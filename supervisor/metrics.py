@@ -136,6 +136,7 @@ class Metrics(Observer):
         self._thread: threading.Thread | None = None
         self._credentials = _credentials(settings.metrics_user, settings.metrics_password)
         self._final = threading.Event()  # final values are set
+        self._final_lock = threading.Lock()
         self._scraped = threading.Event()  # a scrape read them
         self._wake_lock = threading.Lock()
         self._wake_fd: int | None = None  # write end of a pipe the loop waits on
@@ -227,10 +228,12 @@ class Metrics(Observer):
                     ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
                 ])
                 return [b"401 Unauthorized\n"]
-            # Read before generating: only a body made after the final values counts.
-            final = self._final.is_set()
             answer: list[Any] = []
-            body = b"".join(metrics_app(environ, lambda s, h, e=None: answer.extend((s, h))))
+            # Under the lock that ``_set_final`` holds: a body shows either none or all
+            # of the final values, and counts as the final scrape exactly when it has them.
+            with self._final_lock:
+                final = self._final.is_set()
+                body = b"".join(metrics_app(environ, lambda s, h, e=None: answer.extend((s, h))))
             status, headers = answer
             start_response(status, [*headers, ("Content-Length", str(len(body)))])
             if not (final and status.startswith("200")):
@@ -292,7 +295,11 @@ class Metrics(Observer):
             loop.on_signal = previous
 
     def _set_final(self, report: Mapping[str, Any]) -> bool:
-        """Set the report's figures; True when the run succeeded."""
+        """Set the report's figures, all at once for a scraper; True on success."""
+        with self._final_lock:
+            return self._set_final_values(report)
+
+    def _set_final_values(self, report: Mapping[str, Any]) -> bool:
         started = _epoch(report.get("started_at"))
         ended = _epoch(report.get("finished_at")) or time.time()
         if started is not None:

@@ -83,6 +83,15 @@ def scrape(port: int, auth: tuple[str, str] | None = None, path: str = "/metrics
     return parse(body)
 
 
+def final_scrape(port: int, auth: tuple[str, str] | None = None) -> Samples:
+    """Scrape until the final values are there. ``task.finished`` comes just before they
+    are set: the first scrape that shows them is the one that ends the linger."""
+    samples: Samples = poll(lambda: (s := scrape(port, auth)) and
+                            value(s, "cc_task_exit_status") is not None and s,
+                            10, "the final values")
+    return samples
+
+
 def poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
     """The first truthy ``check()``, polling every 0.1 s; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
@@ -267,7 +276,7 @@ def test_hook_output_is_not_the_commands(cc_task_bg: Start, env: dict[str, str])
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "30",
         "CC_PRE_RUN_HOOK": "echo pre; echo pre", "CC_RUN_FAILED_HOOK": "echo failed; exit 2"})
     rep = finished(run)
-    samples = scrape(port)
+    samples = final_scrape(port)
     assert run.wait(10) == 3
     assert value(samples, "cc_task_output_lines_total", stream="stdout") == \
         rep["output"]["stdout_lines"] == 1
@@ -361,8 +370,8 @@ def test_linger_ends_right_after_the_final_scrape(cc_task_bg: Start,
         "CC_TASK_TIMEOUT": "0.3", "CC_TASK_KILL_GRACE": "5"})
     rep = finished(run)
     assert rep["exit_status"] == 124
-    assert run.returncode is None and run.proc.poll() is None  # still serving
-    samples = scrape(port)
+    assert run.proc.poll() is None  # still serving
+    samples = final_scrape(port)
     scraped = time.monotonic()
     assert run.wait(10) == 124
     assert time.monotonic() - scraped < 3, "the launcher went on lingering after a scrape"
