@@ -12,6 +12,7 @@ Every launch gets ``CC_TASK_SHUTDOWN=none`` (a test must never power the machine
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -92,19 +93,23 @@ class Launch:
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.raw.append(line)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = {"_unparsed": line.decode(errors="replace")}
-            self._queue.put(record)
+        # A stream closed under us by ``kill`` ends the reading, never the test.
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.proc.stdout:
+                self.raw.append(line)
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = {"_unparsed": line.decode(errors="replace")}
+                self._queue.put(record)
         self._queue.put(None)
 
     def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
-            self._stderr += chunk
+        stream = self.proc.stderr
+        assert stream is not None
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := os.read(stream.fileno(), 65536):
+                self._stderr += chunk
 
     @property
     def stderr(self) -> str:
@@ -239,6 +244,8 @@ class Launch:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         remove_task_cgroups(launchers)
+        self._out.join(2)
+        self._err.join(2)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -303,7 +310,7 @@ def remove_task_cgroups(launchers: set[int]) -> None:
         for group in home.glob(f"cc-task-{pid}-*"):
             with contextlib.suppress(OSError):
                 (group / "cgroup.kill").write_text("1")
-            poll(lambda group=group: _empty(group), 2)
+            poll(functools.partial(_empty, group), 2)
             with contextlib.suppress(OSError):
                 group.rmdir()
 
