@@ -308,7 +308,11 @@ class Task:
                                   f"{out.start_error}", level="warning", hook=phase.value,
                                   exit_status=out.exit_status,
                                   **({"path": spec.path} if spec.path else {}))
-            results.setdefault(phase.value, HookResult()).add(out)
+            result = results.setdefault(phase.value, HookResult())
+            result.add(out)
+            hook_finished = getattr(self.observer, "hook_finished", None)
+            if hook_finished is not None:  # live hook metrics
+                hook_finished(phase.value, result.exit_status, result.duration_seconds)
             last = out
             if out.exit_status != 0 and stop_on_failure:
                 return out
