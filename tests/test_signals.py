@@ -179,3 +179,36 @@ def test_signal_names_in_events(launch: procs.Launches) -> None:
     received = run.records.index(run.events("signal.received")[0])
     line = next(i for i, r in enumerate(run.records) if r.get("message") == "signal SIGHUP")
     assert received < line
+
+
+# Starts cc-task the way a careless parent would: forwarded signals ignored (as `nohup`
+# or a non-interactive shell's `&` leave them), SIGTERM and SIGINT blocked.
+HOSTILE_PARENT = [procs.PYTHON, "-c", (
+    "import os, signal, sys\n"
+    "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):\n"
+    "    signal.signal(s, signal.SIG_IGN)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])\n"), ]
+
+
+def test_task_starts_with_default_signal_mask_and_dispositions(
+        launch: procs.Launches) -> None:
+    run = launch(["--command", "exec grep -E '^Sig(Blk|Ign):' /proc/self/status"],
+                 prefix=HOSTILE_PARENT)
+    assert run.finish() == 0, run.dump()
+    assert sorted(run.lines()) == ["SigBlk:\t0000000000000000",
+                                   "SigIgn:\t0000000000000000"], run.dump()
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_forwarding_works_under_a_hostile_parent(launch: procs.Launches, name: str) -> None:
+    """Inherited SIG_IGN and blocked signals neither stop the launcher from forwarding
+    nor the task from dying of the signal's default action."""
+    signum = signal.Signals[name]
+    run = launch(["--kill-grace", "10s", "--command", "echo go; exec sleep 30"],
+                 prefix=HOSTILE_PARENT)
+    run.wait_line("go")
+    run.send(signum)
+    assert run.finish(timeout=10) == 128 + signum, run.dump()
+    assert run.report["signal"] == name
+    assert run.report["killed"] is False
