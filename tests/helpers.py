@@ -288,14 +288,22 @@ class Background:
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(_EOF)
+        try:
+            for line in self.proc.stdout:
+                self._lines.put(line)
+        except (OSError, ValueError):
+            pass  # closed by kill() during teardown
+        finally:
+            self._lines.put(_EOF)
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
-            self._stderr.append(chunk)
+        fd = self.proc.stderr.fileno()
+        try:
+            while chunk := os.read(fd, 65536):
+                self._stderr.append(chunk)
+        except OSError:
+            pass  # closed by kill() during teardown
 
     @property
     def stderr(self) -> str:
@@ -370,6 +378,9 @@ class Background:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         killed = kill_tagged(self.tag)
+        # With every writer gone the readers see end of file: let them finish first.
+        for t in self._threads:
+            t.join(timeout=5)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

@@ -293,3 +293,31 @@ def test_os_environ_is_not_leaked_by_the_test_harness() -> None:
     finally:
         del os.environ["CCT_SHOULD_NOT_LEAK"]
     assert result.output_text() == b"unset\n"
+
+
+def test_signal_mask_and_ignored_signals_are_reset_in_the_task() -> None:
+    """Started from a parent that blocks and ignores signals (a common state under some
+    init systems and CI runners), the task still gets a clean slate (SPEC section 5)."""
+    import signal
+    import sys
+
+    blocked = {signal.SIGALRM, signal.SIGUSR2, signal.SIGTERM}
+    ignored = {signal.SIGPIPE, signal.SIGTTOU, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1}
+    wrapper = (
+        "import os, signal, sys\n"
+        f"signal.pthread_sigmask(signal.SIG_BLOCK, {sorted(int(s) for s in blocked)})\n"
+        f"for s in {sorted(int(s) for s in ignored)}: signal.signal(s, signal.SIG_IGN)\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    command = 'grep -E "^Sig(Blk|Ign):" /proc/$$/status; true'
+    proc = subprocess.run([sys.executable, "-c", wrapper, CC_TASK, "--command", command],
+                          env=make_env("sigmask", {}), capture_output=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    masks = dict(r["message"].split(":\t") for r in records if r.get("source") == "command")
+    blk, ign = int(masks["SigBlk"], 16), int(masks["SigIgn"], 16)
+    for sig in blocked:
+        assert not blk & (1 << (sig - 1)), f"{sig.name} still blocked in the task"
+    for sig in ignored:
+        assert not ign & (1 << (sig - 1)), f"{sig.name} still ignored in the task"

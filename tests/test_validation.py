@@ -292,3 +292,14 @@ def test_config_error_with_unwritable_status_file_still_exits_125(tmp_path: Path
     assert result.returncode == 125, result
     assert "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_text_format_says_the_error_once(marker: Path) -> None:
+    """A person at a terminal (text format: events on stderr) reads the sentence once,
+    not once as the error and again as the config.invalid event."""
+    result = run_cc_task(["--log-format", "text", "--timeout", "soon", "--command",
+                          f"touch {marker}"])
+    assert result.returncode == 125, result
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("CC_TASK_TIMEOUT") == 1, result.stderr
+    assert not marker.exists()
