@@ -52,6 +52,10 @@ SCENARIOS: dict[str, dict[str, str]] = {
 }
 
 
+#: Booted with systemd as PID 1 and cc-task.service as shipped (report: on the console).
+SYSTEMD_SCENARIO = {"CC_RUN_COMMAND": 'echo "under systemd"; cat /proc/1/comm; exit 5'}
+
+
 def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"ccvm_{name}", VM / f"{name}.py")
     assert spec is not None and spec.loader is not None
@@ -61,14 +65,19 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def image() -> Path:
+def _build(*args: str) -> Path:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, str(VM / "build_image.py")], capture_output=True,
-                          text=True, timeout=800)
+    proc = subprocess.run([sys.executable, str(VM / "build_image.py"), *args],
+                          capture_output=True, text=True, timeout=800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(f"image ready in {time.monotonic() - started:.1f}s: {proc.stderr.strip()}")
     return Path(proc.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def image() -> Path:
+    _build("--systemd")  # the same folder; the systemd variant adds its own initramfs
+    return _build()
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +87,20 @@ def boots(image: Path) -> Iterator[dict[str, Any]]:
     running: list[Any] = []
 
     def one(name: str) -> Any:
-        vm = boot.Running(image, SCENARIOS[name], timeout=BOOT_BOUND)
+        if name == "systemd":
+            vm = boot.Running(image, SYSTEMD_SCENARIO, timeout=BOOT_BOUND,
+                              kernel_args=boot.SYSTEMD_KERNEL_ARGS,
+                              initramfs="initramfs-systemd.cpio")
+        else:
+            vm = boot.Running(image, SCENARIOS[name], timeout=BOOT_BOUND)
         running.append(vm)
         return vm.wait()
 
+    names = ["systemd", *SCENARIOS]  # the longest boot first
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(PARALLEL) as pool:
-            results = dict(zip(SCENARIOS, pool.map(one, SCENARIOS), strict=True))
+            results = dict(zip(names, pool.map(one, names), strict=True))
     finally:
         for vm in running:
             vm.kill()  # no QEMU outlives the tests
@@ -185,3 +200,16 @@ def test_cc_task_powers_off_by_itself_as_pid1(boots: dict[str, Any]) -> None:
 def test_each_vm_stopped_within_the_bound(boots: dict[str, Any]) -> None:
     slow = {n: round(b.seconds, 1) for n, b in boots.items() if b.seconds > 60}
     assert not slow, f"VMs slower than 60 s from start to power-off: {slow}"
+
+
+def test_systemd_unit_runs_the_task_and_powers_off(boots: dict[str, Any]) -> None:
+    """systemd is PID 1 and starts cc-task.service as packaging/ ships it: the records reach
+    the console, and cc-task's ``systemctl poweroff`` stops the VM after the report."""
+    b = boots["systemd"]
+    _powered_off(b)
+    _seqs_in_order(b)
+    assert b.output("stdout") == ["under systemd", "systemd"]
+    report = _finished(b)
+    assert report["result"] == "exit-code" and report["exit_status"] == 5
+    (shutdown,) = b.events("shutdown.started")
+    assert shutdown["action"] == "poweroff" and shutdown["command"] is False

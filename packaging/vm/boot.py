@@ -40,6 +40,9 @@ QEMU = "qemu-system-x86_64"
 QEMU_ARGS = ["-accel", "tcg", "-machine", "pc", "-cpu", "max", "-smp", "1", "-m", "512",
              "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
 KERNEL_ARGS = "console=ttyS0 panic=-1 rdinit=/init quiet"
+#: The systemd variant: systemd is PID 1 and starts cc-task.service.
+SYSTEMD_KERNEL_ARGS = ("console=ttyS0 panic=-1 rdinit=/usr/lib/systemd/systemd quiet "
+                       "systemd.show_status=false")
 REPORT_BEGIN = "----- cc-task report begin -----"
 REPORT_END = "----- cc-task report end -----"
 
@@ -81,12 +84,17 @@ class Boot:
 
 
 def json_records(console: str) -> list[dict[str, Any]]:
-    """The lines of the console that are JSON objects (kernel messages are not)."""
+    """The JSON objects of the console, one per line, among kernel messages.
+
+    A line may carry a prefix before its object: under systemd, records that reach the
+    console through the kernel log read ``[   11.15] cc-task[107]: {...}``.
+    """
     records = []
     for line in console.replace("\r", "").split("\n"):
-        line = line.strip()
-        if not line.startswith("{"):
+        start = line.find("{")
+        if start < 0:
             continue
+        line = line[start:].strip()
         try:
             value = json.loads(line)
         except ValueError:
@@ -110,12 +118,12 @@ class Running:
 
     def __init__(self, image: Path, env: Mapping[str, str] | None = None,
                  env_text: str | None = None, timeout: float = 90.0,
-                 kernel_args: str = KERNEL_ARGS) -> None:
+                 kernel_args: str = KERNEL_ARGS, initramfs: str = "initramfs.cpio") -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="cc-task-vm-")
         tmp = Path(self.tmp.name)
         text = env_text if env_text is not None else env_file_text(env or {})
         initrd = tmp / "initrd.cpio"
-        with open(initrd, "wb") as out, open(image / "initramfs.cpio", "rb") as base:
+        with open(initrd, "wb") as out, open(image / initramfs, "rb") as base:
             while chunk := base.read(1 << 20):
                 out.write(chunk)
             out.write(env_archive({"etc/cc-task/task.env": text.encode()}))
@@ -164,12 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=90.0)
     p.add_argument("--env-file", help="the task's env file (dotenv format)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--systemd", action="store_true",
+                   help="boot initramfs-systemd.cpio: systemd runs cc-task.service")
     args = p.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     text = Path(args.env_file).read_text() if args.env_file else ""
     text += env_file_text(env) if env else ""
     print("+ " + shlex.join([QEMU, *QEMU_ARGS, "..."]), file=sys.stderr)
-    result = boot(Path(args.image), timeout=args.timeout, env_text=text)
+    if args.systemd:
+        result = Running(Path(args.image), env_text=text, timeout=args.timeout,
+                         kernel_args=SYSTEMD_KERNEL_ARGS,
+                         initramfs="initramfs-systemd.cpio").wait()
+    else:
+        result = boot(Path(args.image), timeout=args.timeout, env_text=text)
     sys.stdout.write(result.console)
     print(f"\n--- QEMU exit status {result.returncode} after {result.seconds:.1f}s"
           + (" (time bound reached, killed)" if result.timed_out else ""))

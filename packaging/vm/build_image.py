@@ -52,6 +52,29 @@ PACKAGES = [
     "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
     "busybox-static", "bash",
 ]
+#: The systemd variant adds systemd and what it links against (no udev, no D-Bus).
+SYSTEMD_PACKAGES = [
+    "systemd", "libsystemd-shared", "libsystemd0", "libacl1", "libapparmor1", "libargon2-1",
+    "libaudit1", "libblkid1", "libcap-ng0", "libcap2", "libcryptsetup12",
+    "libdevmapper1.02.1", "libfdisk1", "libgcrypt20", "libgpg-error0", "libip4tc2",
+    "libjson-c5", "libkmod2", "liblz4-1", "libmount1", "libp11-kit0", "libpam0g",
+    "libpcre2-8-0", "libseccomp2", "libselinux1", "libudev1", "libzstd1",
+]
+#: Units of the systemd package that a task VM does not want (each would fail or wait).
+SYSTEMD_MASKED = [
+    "getty@.service", "serial-getty@.service", "console-getty.service",
+    "systemd-logind.service", "systemd-networkd.service", "systemd-resolved.service",
+    "systemd-timesyncd.service", "systemd-homed.service", "systemd-userdbd.service",
+    "systemd-firstboot.service", "systemd-machine-id-commit.service",
+    "systemd-pstore.service", "systemd-journal-catalog-update.service",
+    "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
+    "systemd-tmpfiles-setup-dev.service", "systemd-binfmt.service", "systemd-sysusers.service",
+    "systemd-hwdb-update.service", "systemd-random-seed.service", "systemd-boot-update.service",
+    "dev-hugepages.mount", "dev-mqueue.mount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "sys-kernel-config.mount", "sys-fs-fuse-connections.mount",
+    "tmp.mount", "systemd-remount-fs.service", "e2scrub_reap.service", "apt-daily.timer",
+    "apt-daily-upgrade.timer", "man-db.timer", "fstrim.timer", "e2scrub_all.timer",
+]
 KERNEL_META = "linux-image-amd64"
 #: Python dependencies of the image: the launcher and its metrics extra.
 EXTRAS = "metrics"
@@ -71,7 +94,7 @@ PRUNE = [
     f"usr/lib/python{PY}/pydoc_data", f"usr/lib/python{PY}/config-{PY}-x86_64-linux-gnu",
 ]
 #: Files of the image that this folder provides: part of the image's hash.
-OWN_FILES = ["init", "report-and-poweroff", "vm.env", "build_image.py"]
+OWN_FILES = ["init", "report-and-poweroff", "vm.env", "build_image.py", "../cc-task.service"]
 
 #: Reproducible timestamps (SOURCE_DATE_EPOCH convention).
 EPOCH = int(os.environ.get("SOURCE_DATE_EPOCH", "1700000000"))
@@ -258,7 +281,8 @@ def elf_needed(path: Path) -> list[str]:
 
 def check_libraries(root: Path) -> list[str]:
     """Every ELF file's needed libraries must be in the image's library folders."""
-    libdirs = [root / "usr/lib/x86_64-linux-gnu", root / "usr/lib", root / "usr/lib64"]
+    libdirs = [root / "usr/lib/x86_64-linux-gnu", root / "usr/lib", root / "usr/lib64",
+               root / "usr/lib/x86_64-linux-gnu/systemd"]  # systemd's RUNPATH
     problems = []
     for path in sorted(root.rglob("*")):
         if path.is_symlink() or not path.is_file():
@@ -276,7 +300,7 @@ def check_libraries(root: Path) -> list[str]:
     return problems
 
 
-def build_root(root: Path, debs: dict[str, Path], site: Path) -> None:
+def build_root(root: Path, debs: dict[str, Path], site: Path, systemd: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, deb in sorted(debs.items()):
             dest = Path(tmp) / name
@@ -326,6 +350,8 @@ def build_root(root: Path, debs: dict[str, Path], site: Path) -> None:
     (root / "etc/hostname").write_text("cc-task-vm\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost cc-task-vm\n")
     (root / "etc/ld.so.conf").write_text("/usr/lib/x86_64-linux-gnu\n/usr/local/lib\n")
+    if systemd:
+        setup_systemd(root)
     problems = check_libraries(root)
     # Some stdlib extension modules (readline, curses, sqlite, ssl, dbm, tk) are left out
     # on purpose; anything else missing is a build error.
@@ -337,6 +363,27 @@ def build_root(root: Path, debs: dict[str, Path], site: Path) -> None:
     if fatal:
         raise SystemExit("build_image: missing libraries:\n  " + "\n  ".join(fatal))
     precompile(root)
+
+
+def setup_systemd(root: Path) -> None:
+    """Boot systemd as PID 1 (``rdinit=/usr/lib/systemd/systemd``) with cc-task.service
+    enabled exactly as the Debian package installs it."""
+    system = root / "usr/lib/systemd/system"
+    shutil.copy(HERE.parent / "cc-task.service", system / "cc-task.service")
+    etc = root / "etc/systemd/system"
+    wants = etc / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "cc-task.service").symlink_to("/usr/lib/systemd/system/cc-task.service")
+    (etc / "default.target").symlink_to("/usr/lib/systemd/system/multi-user.target")
+    for unit in SYSTEMD_MASKED:
+        (etc / unit).unlink(missing_ok=True)
+        (etc / unit).symlink_to("/dev/null")
+    (root / "etc/machine-id").write_text("")  # systemd makes a transient one
+    (root / "etc/os-release").write_text('PRETTY_NAME="cc-task test VM (Debian 12)"\n'
+                                         "ID=debian\nVERSION_ID=12\n")
+    (root / "usr/sbin/init").unlink(missing_ok=True)
+    (root / "usr/sbin/init").symlink_to("/usr/lib/systemd/systemd")
+    (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
 
 
 LAUNCHER = f"""#!/usr/bin/python{PY} -I
@@ -436,8 +483,8 @@ def env_archive(files: dict[str, bytes]) -> bytes:
 # -- the whole image -------------------------------------------------------------------
 
 
-def image_key(debs: dict[str, Path], kernel_deb: str) -> str:
-    h = hashlib.sha256()
+def image_key(debs: dict[str, Path], kernel_deb: str, systemd: bool = False) -> str:
+    h = hashlib.sha256(b"systemd\0" if systemd else b"")
     for name in sorted(debs):
         h.update(debs[name].name.encode() + b"\0")
     h.update(kernel_deb.encode() + b"\0" + source_hash().encode() + b"\0")
@@ -450,14 +497,17 @@ def image_key(debs: dict[str, Path], kernel_deb: str) -> str:
     return h.hexdigest()[:16]
 
 
-def build(out: Path, cache: Path, refresh: bool = False) -> Path:
+def build(out: Path, cache: Path, refresh: bool = False, systemd: bool = False) -> Path:
+    """Build (or find up to date) ``out/vmlinux`` and ``out/initramfs.cpio``; with
+    ``systemd``, ``out/initramfs-systemd.cpio`` (systemd as PID 1, cc-task.service)."""
     t0 = time.monotonic()
     vmlinux, kernel_deb = build_kernel(cache, refresh)
-    debs = download(cache / "debs", PACKAGES, refresh)
+    debs = download(cache / "debs", PACKAGES + (SYSTEMD_PACKAGES if systemd else []), refresh)
     site = python_site(cache)
-    key = image_key(debs, kernel_deb)
-    meta = out / "image.json"
-    initramfs = out / "initramfs.cpio"
+    key = image_key(debs, kernel_deb, systemd)
+    suffix = "-systemd" if systemd else ""
+    meta = out / f"image{suffix}.json"
+    initramfs = out / f"initramfs{suffix}.cpio"
     if meta.exists() and initramfs.exists():
         try:
             if json.loads(meta.read_text()).get("key") == key:
@@ -469,7 +519,7 @@ def build(out: Path, cache: Path, refresh: bool = False) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp) / "root"
         root.mkdir()
-        build_root(root, debs, site)
+        build_root(root, debs, site, systemd)
         cpio = Cpio()
         cpio.add("dev", stat.S_IFDIR | 0o755, nlink=2)
         # The kernel opens /dev/console for PID 1 before /init runs (no devtmpfs yet).
@@ -502,8 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=default_cache)
     p.add_argument("--refresh", action="store_true",
                    help="re-resolve the Debian packages (newest versions)")
+    p.add_argument("--systemd", action="store_true",
+                   help="build initramfs-systemd.cpio: systemd as PID 1 runs cc-task.service")
     args = p.parse_args(argv)
-    out = build(Path(args.out).resolve(), Path(args.cache).resolve(), args.refresh)
+    out = build(Path(args.out).resolve(), Path(args.cache).resolve(), args.refresh,
+                args.systemd)
     print(out)
     return 0
 
