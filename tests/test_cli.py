@@ -321,3 +321,11 @@ def test_signal_mask_and_ignored_signals_are_reset_in_the_task() -> None:
         assert not blk & (1 << (sig - 1)), f"{sig.name} still blocked in the task"
     for sig in ignored:
         assert not ign & (1 << (sig - 1)), f"{sig.name} still ignored in the task"
+
+
+def test_check_masks_secret_values_inside_other_settings() -> None:
+    result = run_cc_task(["check", "--command", "curl -u admin:Sup3rSecretValue https://x"],
+                         env={"DB_PASSWORD": "Sup3rSecretValue"})
+    assert result.returncode == 0, result
+    assert b"Sup3rSecretValue" not in result.stdout
+    assert "***" in json.loads(result.stdout)["CC_RUN_COMMAND"]

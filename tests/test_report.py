@@ -210,3 +210,11 @@ def test_report_fits_4096_bytes_when_json_escaping_inflates(tmp_path: Path) -> N
     # Shortened from the oldest: the newest line survives.
     assert rep["tail"] and rep["tail"][-1] == "end"
     assert rep == result.report()
+
+
+def test_status_file_option_wins_over_the_variable(tmp_path: Path) -> None:
+    by_option, by_variable = tmp_path / "option.json", tmp_path / "variable.json"
+    result = run_cc_task(["--command", "true", "--status-file", str(by_option)],
+                         env={"CC_TASK_STATUS_FILE": str(by_variable)})
+    assert result.returncode == 0, result
+    assert by_option.exists() and not by_variable.exists()
