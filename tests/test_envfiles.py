@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from helpers import Result, run_cc_task
@@ -35,7 +36,7 @@ def seen(result: Result) -> dict[str, str | None]:
     return values
 
 
-def run_with_files(tmp_path: Path, files: dict[str, str | bytes], names: list[str],
+def run_with_files(tmp_path: Path, files: Mapping[str, str | bytes], names: list[str],
                    env: dict[str, str | None] | None = None,
                    args: list[str] | None = None) -> dict[str, str | None]:
     for name, content in files.items():

@@ -22,7 +22,7 @@ def test_every_exit_status_0_to_255() -> None:
     workers = max(4, 2 * (os.cpu_count() or 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(_exit_with, range(256)))
-    wrong = []
+    wrong: list[object] = []
     for code, result in results:
         rep = result.report()
         expected_result = "success" if code == 0 else "exit-code"
