@@ -281,6 +281,9 @@ def elf_needed(path: Path) -> list[str]:
 
 def check_libraries(root: Path) -> list[str]:
     """Every ELF file's needed libraries must be in the image's library folders."""
+    if shutil.which("readelf") is None:
+        log("readelf (binutils) is not installed: the libraries are not checked")
+        return []
     libdirs = [root / "usr/lib/x86_64-linux-gnu", root / "usr/lib", root / "usr/lib64",
                root / "usr/lib/x86_64-linux-gnu/systemd"]  # systemd's RUNPATH
     problems = []
