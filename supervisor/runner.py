@@ -270,6 +270,9 @@ class _Run:
         self.outcome.signal = sig
         self.outcome.finished_at = self.r.wall()
         self.leftover_pids.clear()
+        # The task is over when bash exits: its deadlines no longer apply; leftovers only
+        # get the stop signal and the grace.
+        self.deadline = self.idle_deadline = None
 
     def _on_signal(self, signum: int) -> None:
         name = signals.name(signum)
@@ -278,10 +281,7 @@ class _Run:
             return
         if (signum in signals.TERMINATING and self.first_terminating == signum
                 and self.kill_at is not None and self.outcome.killed is False):
-            self.r.writer.event("signal.received",
-                                f"second {name} during the grace: killing now",
-                                level="warning", signal=name)
-            self._kill()
+            self._kill(reason=f"a second {name} during the grace")
             return
         self._signal_group(signum)
         self.r.writer.event("signal.forwarded", f"forwarded {name} to the task's process group",
@@ -345,7 +345,7 @@ class _Run:
         except (ProcessLookupError, PermissionError):
             return False
 
-    def _kill(self) -> None:
+    def _kill(self, reason: str = "still running after the grace") -> None:
         """SIGKILL everything that is left of the child."""
         self.kill_at = None
         targets = self._leftovers() if self.exit is not None else None
@@ -355,7 +355,7 @@ class _Run:
             if self.exit is not None:
                 what = f"processes left behind by the {what}"
             self.r.writer.event("command.killed",
-                                f"{what} still running after the grace: sent SIGKILL",
+                                f"{what}: {reason}; sent SIGKILL",
                                 level="warning", signal="SIGKILL",
                                 **({"hook": self.spec.phase} if self.spec.phase else {}))
         if self.child is not None:
