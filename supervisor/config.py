@@ -246,9 +246,10 @@ def check_command(command: str | None, variable: str = "CC_RUN_COMMAND") -> str:
     if all(not line.strip() or line.lstrip().startswith("#") for line in command.splitlines()):
         raise ConfigError(f"{variable} holds only comments: there is no command to run.", variable)
     try:
+        # The script goes through stdin: an argument is limited to 131071 bytes.
         proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-n", "-c", command],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            ["bash", "--noprofile", "--norc", "-n", "-s"],
+            input=command.encode("utf-8", "surrogateescape"), capture_output=True, timeout=30,
         )
     except FileNotFoundError:
         return command  # no bash: reported as start-failed (127) when the command runs
@@ -260,5 +261,6 @@ def check_command(command: str | None, variable: str = "CC_RUN_COMMAND") -> str:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         first = detail[0] if detail else "bash -n failed"
         first = first.removeprefix("bash: -c: ").removeprefix("bash: ")
+        first = first.removeprefix("-s: ").removeprefix("bash: line ")
         raise ConfigError(f"{variable} has a syntax error: {first}.", variable)
     return command

