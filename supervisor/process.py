@@ -20,7 +20,6 @@ from supervisor import exitcodes
 from supervisor.cgroup import TaskCgroup
 from supervisor.users import Account
 
-
 #: Linux's limit on one argv or environment string, its NUL included.
 MAX_ARG_STRLEN = 131072
 
