@@ -58,7 +58,8 @@ def inputs_hash() -> str:
     for folder in (REPO / "hooks", HERE):
         for f in sorted(folder.glob("*" if folder == HERE else "**/*")):
             if f.is_file() and f.suffix in ("", ".py", ".service", ".md", ".sh"):
-                h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+                mode = b"%o" % f.stat().st_mode  # chmod -x disables a hook
+                h.update(str(f.relative_to(REPO)).encode() + mode + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

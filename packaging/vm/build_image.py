@@ -491,12 +491,13 @@ def image_key(debs: dict[str, Path], kernel_deb: str, systemd: bool = False) -> 
     for name in sorted(debs):
         h.update(debs[name].name.encode() + b"\0")
     h.update(kernel_deb.encode() + b"\0" + source_hash().encode() + b"\0")
-    for f in OWN_FILES:
-        h.update((HERE / f).read_bytes())
+    for own in OWN_FILES:
+        h.update((HERE / own).read_bytes())
     if (REPO / "hooks").is_dir():
-        for f in sorted((REPO / "hooks").rglob("*")):
-            if f.is_file():
-                h.update(str(f.relative_to(REPO)).encode() + f.read_bytes())
+        for hook in sorted((REPO / "hooks").rglob("*")):
+            if hook.is_file():
+                mode = b"%o" % hook.stat().st_mode  # chmod -x disables a hook
+                h.update(str(hook.relative_to(REPO)).encode() + mode + hook.read_bytes())
     return h.hexdigest()[:16]
 
 
