@@ -59,6 +59,7 @@ class TaskCgroup:
         if mount is None or own is None:
             return None
         home = os.path.join(mount, own.lstrip("/"))
+        _remove_stale(home)
         path = os.path.join(home, name)
         try:
             os.mkdir(path)
@@ -124,3 +125,20 @@ class TaskCgroup:
     def _write(name: str, value: str, where: str) -> None:
         with open(os.path.join(where, name), "w") as f:
             f.write(value)
+
+
+def _remove_stale(home: str) -> None:
+    """Remove empty groups left by a launcher that was SIGKILLed (``cc-task-<pid>-...``,
+    that pid gone). ``rmdir`` fails on a group that still has processes: nothing is lost."""
+    try:
+        entries = os.listdir(home)
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith("cc-task-"):
+            continue
+        pid = entry.split("-")[2] if entry.count("-") >= 3 else ""
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(home, entry))
