@@ -1082,7 +1082,7 @@ class Bench:
             "cc_task_version": version([self.cc, "--version"]),
             "tini": version(["tini", "--version"]) if self.have_tini else "absent",
             "dumb_init": version(["dumb-init", "--version"]) if self.have_dumb else "absent",
-            "loadavg_at_start": os.getloadavg(),
+            "loadavg_at_start": tuple(round(x, 2) for x in os.getloadavg()),
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         }
         return info
@@ -1220,7 +1220,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"\n(bench took {elapsed:.0f} s)")
     b.results["elapsed_s"] = elapsed
-    info["loadavg_at_end"] = os.getloadavg()
+    info["loadavg_at_end"] = tuple(round(x, 2) for x in os.getloadavg())
     print(f"load average at the end: {info['loadavg_at_end']}")
     b.results["goals"] = [
         {"goal": g, "target": t, "measured": m, "pass": ok} for g, t, m, ok in b.goals
