@@ -7,6 +7,7 @@ no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -112,7 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _env(options)
     from supervisor.task import Task
 
-    return Task(os.environ, options).run()
+    status = Task(os.environ, options).run()
+    # Everything is written and the shutdown action ran: skip the interpreter's teardown
+    # (20-30 ms of freeing modules), so the launcher exits right after its task.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)
 
 
 def _fail(message: str) -> int:
