@@ -92,6 +92,16 @@ _OVERRIDES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. Exit statuses: SPEC section 7."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Only possible before the run's own handlers are installed (start-up, check, env).
+        sys.stderr.write("cc-task: interrupted\n")
+        return exitcodes.SIGNAL_BASE + 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = "run"
     if args and args[0] in COMMANDS:
