@@ -112,18 +112,20 @@ def build(
 
 
 def encode(report: Mapping[str, Any]) -> bytes:
-    """The report as JSON, shortened to at most 4096 bytes (the tail goes first)."""
+    """The report as JSON, shortened so that it fits in 4096 bytes with a final newline
+    (the tail goes first, then the command)."""
+    limit = MAX_BYTES - 1
     data = orjson.dumps(report)
-    if len(data) <= MAX_BYTES:
+    if len(data) <= limit:
         return data
     shrunk = dict(report)
     tail = list(shrunk.get("tail") or [])
-    while tail and len(data) > MAX_BYTES:
+    while tail and len(data) > limit:
         tail.pop(0)
         shrunk["tail"] = tail
         data = orjson.dumps(shrunk)
-    if len(data) > MAX_BYTES and shrunk.get("command"):
-        over = len(data) - MAX_BYTES
+    if len(data) > limit and shrunk.get("command"):
+        over = len(data) - limit
         size = len(shrunk["command"].encode())
         shrunk["command"] = _cut(shrunk["command"], max(0, size - over - 8))
         data = orjson.dumps(shrunk)
