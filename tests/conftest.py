@@ -4,8 +4,10 @@
 
 Fixtures:
 
-- ``cc_task_bg``: a factory with ``start_cc_task``'s signature; every run it started is
-  SIGKILLed, with all the processes it left behind, at teardown.
+- ``launch``: a ``helpers.Launches``: ``launch(args, env=..., prefix=...)`` starts a
+  cc-task in the background; at teardown every run it started is SIGKILLed with its
+  whole process tree, every process carrying its tag and every pid given to ``launch.track``,
+  and the task cgroups of the launchers killed are removed.
 - ``marker``: a path (not yet existing) that a command may create to prove it ran.
 - ``shutdown_probe``: an environment whose ``CC_TASK_SHUTDOWN_COMMAND`` records, in a
   file, that the shutdown step ran, and whether the status file already existed then.
@@ -16,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import shlex
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import Background, start_cc_task
+from helpers import Launches
 
 # When a hypothesis test fails, its pytest plugin imports hypothesis.extra._patching, which
 # imports libcst, which imports mypy_extensions.TypedDict and so raises a
@@ -35,17 +36,9 @@ with warnings.catch_warnings(), contextlib.suppress(ImportError):
 
 
 @pytest.fixture
-def cc_task_bg() -> Iterator[Callable[..., Background]]:
-    started: list[Background] = []
-
-    def start(*args: Any, **kwargs: Any) -> Background:
-        run = start_cc_task(*args, **kwargs)
-        started.append(run)
-        return run
-
-    yield start
-    for run in started:
-        run.kill()
+def launch() -> Iterator[Launches]:
+    with Launches() as started:
+        yield started
 
 
 @pytest.fixture

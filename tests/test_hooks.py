@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Background, Result, events, run_cc_task
+from helpers import Launch, Launches, Result, events, run_cc_task
 
 #: Post-run hook that prints its CC_TASK_* variables as one JSON record, then the report.
 DUMP_VARS = (
@@ -412,23 +412,31 @@ def _shutdown_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
                   "CC_TASK_SHUTDOWN": "none"}
 
 
-def _hook_output(run: Background, message: str) -> dict[str, Any]:
-    return run.wait_for(lambda r: r.get("source") == "hook" and r.get("message") == message)
+def _hook_output(run: Launch, message: str) -> dict[str, Any]:
+    return run.wait_for(lambda r: r.get("source") == "hook" and r.get("message") == message,
+                        timeout=20)
+
+
+def _terminate(run: Launch) -> int | None:
+    """SIGTERM to cc-task, then its exit status as Popen has it (negative had it died
+    from a signal, so that 143 means cc-task exited with 143)."""
+    run.send(signal.SIGTERM)
+    run.finish(timeout=20)
+    return run.returncode
 
 
 def test_sigterm_during_pre_run_hook(hooks_dir: Path, tmp_path: Path, marker: Path,
-                                     cc_task_bg: Callable[..., Background]) -> None:
+                                     launch: Launches) -> None:
     mark, env = _shutdown_env(tmp_path)
     status_file = tmp_path / "status.json"
     env.update({"CC_TASK_HOOKS_DIR": str(hooks_dir), "CC_RUN_COMMAND": f"touch {marker}",
                 "CC_TASK_STATUS_FILE": str(status_file), "CC_TASK_KILL_GRACE": "5s",
                 "CC_PRE_RUN_HOOK": "echo hook-ready; exec sleep 60",
                 "CC_RUN_FAILED_HOOK": 'echo "failed: $CC_TASK_RESULT $CC_TASK_EXIT_STATUS"'})
-    bg = cc_task_bg([], env=env)
+    bg = launch([], env=env)
     _hook_output(bg, "hook-ready")
     sent = time.monotonic()
-    bg.send_signal(signal.SIGTERM)
-    code = bg.wait(timeout=20)
+    code = _terminate(bg)
     assert time.monotonic() - sent < 4, "the hook was not stopped by the forwarded SIGTERM"
     assert code == 143, bg.stderr
     assert not marker.exists(), "the command ran after the pre-run hook was stopped"
@@ -449,17 +457,16 @@ def test_sigterm_during_pre_run_hook(hooks_dir: Path, tmp_path: Path, marker: Pa
 
 
 def test_sigterm_during_post_run_hook(hooks_dir: Path, tmp_path: Path,
-                                      cc_task_bg: Callable[..., Background]) -> None:
+                                      launch: Launches) -> None:
     mark, env = _shutdown_env(tmp_path)
     env.update({"CC_TASK_HOOKS_DIR": str(hooks_dir), "CC_RUN_COMMAND": "exit 3",
                 "CC_TASK_KILL_GRACE": "5s"})
     write_hook(hooks_dir / "failed.d", "10-slow", "echo hook-ready; exec sleep 60")
     write_hook(hooks_dir / "failed.d", "20-next", "echo next-hook-ran")
-    bg = cc_task_bg([], env=env)
+    bg = launch([], env=env)
     _hook_output(bg, "hook-ready")
     sent = time.monotonic()
-    bg.send_signal(signal.SIGTERM)
-    code = bg.wait(timeout=20)
+    code = _terminate(bg)
     assert time.monotonic() - sent < 4
     assert code == 3, bg.stderr  # a post-run hook never changes the status
     rep = events(bg.records, "task.finished")[0]["report"]
@@ -472,19 +479,18 @@ def test_sigterm_during_post_run_hook(hooks_dir: Path, tmp_path: Path,
 
 
 def test_second_sigterm_kills_a_stubborn_hook(hooks_dir: Path, tmp_path: Path,
-                                              cc_task_bg: Callable[..., Background]) -> None:
+                                              launch: Launches) -> None:
     mark, env = _shutdown_env(tmp_path)
     env.update({"CC_TASK_HOOKS_DIR": str(hooks_dir), "CC_RUN_COMMAND": "true",
                 "CC_TASK_KILL_GRACE": "60s",
                 "CC_PRE_RUN_HOOK": "trap 'echo got-term' TERM; echo hook-ready; "
                                    "while :; do sleep 0.05; done"})
-    bg = cc_task_bg([], env=env)
+    bg = launch([], env=env)
     _hook_output(bg, "hook-ready")
-    bg.send_signal(signal.SIGTERM)
+    bg.send(signal.SIGTERM)
     _hook_output(bg, "got-term")
     sent = time.monotonic()
-    bg.send_signal(signal.SIGTERM)
-    code = bg.wait(timeout=20)
+    code = _terminate(bg)
     assert time.monotonic() - sent < 4
     assert code == 137, bg.stderr
     assert [e.get("hook") for e in events(bg.records, "command.killed")] == ["pre-run"]

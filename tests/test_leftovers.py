@@ -11,15 +11,10 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
+from helpers import PYTHON, Launch, Launches, alive, cmdline, poll, sigchild
 
 
 def cgroup2_mount() -> str | None:
@@ -66,14 +61,8 @@ PATHS = {
 }
 
 
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
-
-
-def start(launch: procs.Launches, path: str, args: list[str],
-          env: dict[str, str] | None = None) -> procs.Launch:
+def start(launch: Launches, path: str, args: list[str],
+          env: dict[str, str] | None = None) -> Launch:
     prefix = no_cgroup_prefix() if path == "fallback" else []
     return launch(args, env=env, prefix=prefix)
 
@@ -91,7 +80,7 @@ exit 0
 """
 
 
-def pids_from(run: procs.Launch) -> dict[str, int]:
+def pids_from(run: Launch) -> dict[str, int]:
     out = {}
     for line in run.lines():
         m = re.fullmatch(r"(background|setsid|doublefork) (\d+)", line)
@@ -101,7 +90,7 @@ def pids_from(run: procs.Launch) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_three_kinds_of_leftovers_are_gone(launch: procs.Launches, path: str,
+def test_three_kinds_of_leftovers_are_gone(launch: Launches, path: str,
                                            tmp_path: Path) -> None:
     run = start(launch, path, ["--kill-grace", "1s", "--command", THREE_KINDS],
                 env={"D": str(tmp_path)})
@@ -129,13 +118,13 @@ def test_three_kinds_of_leftovers_are_gone(launch: procs.Launches, path: str,
     assert run.events("command.killed"), run.dump()
     assert run.report["killed"] is True
     for kind, pid in pids.items():
-        assert procs.poll(lambda pid=pid, kind=kind: not procs.alive(pid, markers[kind]), 3), (
-            f"{kind} leftover {pid} survived the task: {procs.cmdline(pid)}")
+        assert poll(lambda pid=pid, kind=kind: not alive(pid, markers[kind]), 3), (
+            f"{kind} leftover {pid} survived the task: {cmdline(pid)}")
 
 
 @pytest.mark.parametrize("path", PATHS.values())
 def test_leftovers_get_the_stop_signal_and_their_output_is_logged(
-        launch: procs.Launches, path: str, tmp_path: Path) -> None:
+        launch: Launches, path: str, tmp_path: Path) -> None:
     """A background job with a TERM trap: it gets SIGTERM after bash exits and what it
     prints then is in the log; no SIGKILL is needed and the run does not wait the grace."""
     command = ("(trap 'echo job got TERM; exit 0' TERM; echo job $BASHPID; touch \"$D/trap\"; "
@@ -157,9 +146,9 @@ def test_leftovers_get_the_stop_signal_and_their_output_is_logged(
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_a_leftover_from_the_helper_child_is_gone(launch: procs.Launches, path: str) -> None:
+def test_a_leftover_from_the_helper_child_is_gone(launch: Launches, path: str) -> None:
     """The same with processes started by Python (fork/setsid/double fork)."""
-    run = start(launch, path, ["--kill-grace", "1s", "--command", procs.sigchild(
+    run = start(launch, path, ["--kill-grace", "1s", "--command", sigchild(
         "--spawn", "background", "--spawn", "setsid", "--spawn", "doublefork",
         "--spawn-seconds", "1003", "--exit-after", "0")])
     run.wait_ready()
@@ -170,11 +159,11 @@ def test_a_leftover_from_the_helper_child_is_gone(launch: procs.Launches, path: 
         launch.track(pid, "sleep 1003")
     assert set(pids) <= set(run.events("leftovers.killed")[0]["pids"])
     for pid in pids:
-        assert procs.poll(lambda pid=pid: not procs.alive(pid, "sleep 1003"), 3)
+        assert poll(lambda pid=pid: not alive(pid, "sleep 1003"), 3)
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_background_writer_does_not_hang_the_launcher(launch: procs.Launches,
+def test_background_writer_does_not_hang_the_launcher(launch: Launches,
                                                       path: str) -> None:
     """A writer holding the pipes open after bash exits: stopped, its ticks logged."""
     command = ("(while :; do echo tick; sleep 0.1; done) & "
@@ -189,7 +178,7 @@ def test_background_writer_does_not_hang_the_launcher(launch: procs.Launches,
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_term_ignoring_writer_is_killed_after_the_grace(launch: procs.Launches,
+def test_term_ignoring_writer_is_killed_after_the_grace(launch: Launches,
                                                         path: str) -> None:
     """It keeps writing during the grace; that output is logged, then SIGKILL."""
     command = ("(trap '' TERM; while :; do echo tick; sleep 0.1; done) & "
@@ -208,7 +197,7 @@ def test_term_ignoring_writer_is_killed_after_the_grace(launch: procs.Launches,
 
 @pytest.mark.skipif(not cgroup_usable(), reason="no writable cgroup2 mount")
 def test_drain_is_bounded_when_a_writer_escaped_the_launchers_view(
-        launch: procs.Launches) -> None:
+        launch: Launches) -> None:
     """A root task can move a writer out of its cgroup: the launcher cannot see or stop
     it, but the drain after bash exits is still bounded and what came is logged."""
     assert MOUNT is not None
@@ -223,11 +212,11 @@ def test_drain_is_bounded_when_a_writer_escaped_the_launchers_view(
     assert run.lines().count("tick") >= 3
     assert run.elapsed is not None and run.elapsed < 8.0, "the drain was not bounded"
     # Once the launcher closed its end, the writer dies of SIGPIPE on its next echo.
-    assert procs.poll(lambda: not procs.alive(escaped, "bash"), 5)
+    assert poll(lambda: not alive(escaped, "bash"), 5)
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_end_of_output_is_not_the_end_of_the_task(launch: procs.Launches, path: str) -> None:
+def test_end_of_output_is_not_the_end_of_the_task(launch: Launches, path: str) -> None:
     """A task that closes stdout and stderr and goes on: its exit, not the pipes' end,
     ends it."""
     run = start(launch, path, ["--command", "echo bye; exec >&- 2>&-; sleep 1; exit 3"])
@@ -237,9 +226,9 @@ def test_end_of_output_is_not_the_end_of_the_task(launch: procs.Launches, path: 
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_report_resources(launch: procs.Launches, path: str) -> None:
+def test_report_resources(launch: Launches, path: str) -> None:
     """CPU time and peak memory of the task's processes (a child bash waited for)."""
-    burn = (f"{procs.PYTHON} -c 'import time; x = bytearray(80_000_000); "
+    burn = (f"{PYTHON} -c 'import time; x = bytearray(80_000_000); "
             "e = time.process_time() + 0.4\nwhile time.process_time() < e: pass'")
     run = start(launch, path, ["--command", f"{burn}; echo done"])
     assert run.finish(timeout=20) == 0, run.dump()
@@ -250,7 +239,7 @@ def test_report_resources(launch: procs.Launches, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS.values())
-def test_double_sigterm_while_leftovers_are_stopped(launch: procs.Launches, path: str,
+def test_double_sigterm_while_leftovers_are_stopped(launch: Launches, path: str,
                                                     tmp_path: Path) -> None:
     """bash is gone and a TERM-trapping leftover is in its 30 s grace: a first SIGTERM to
     the launcher reaches it, a second one kills it at once."""

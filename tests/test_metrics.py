@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Background, make_env, run_cc_task
+from helpers import Launch, Launches, make_env, run_cc_task
 from prometheus_client.parser import text_string_to_metric_families
 
 PROMETHEUS = "/usr/bin/prometheus"
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-Start = Callable[..., Background]
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -121,8 +120,8 @@ def release(fifo: Path, timeout: float = 10) -> None:
         os.close(fd)
 
 
-def finished(run: Background, timeout: float = 20) -> dict[str, Any]:
-    report: dict[str, Any] = run.wait_for_event("task.finished", timeout)["report"]
+def finished(run: Launch, timeout: float = 20) -> dict[str, Any]:
+    report: dict[str, Any] = run.wait_event("task.finished", timeout)["report"]
     return report
 
 
@@ -222,13 +221,13 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
 # -- values during the run -------------------------------------------------------------
 
 
-def test_values_during_the_run(cc_task_bg: Start, env: dict[str, str], fifo: Path) -> None:
+def test_values_during_the_run(launch: Launches, env: dict[str, str], fifo: Path) -> None:
     port = free_port()
     command = (f"trap 'echo got-usr1' USR1; for i in 1 2 3 4 5; do echo line$i; done; "
                f"read -r _ < {shlex.quote(str(fifo))}; echo after")
-    run = cc_task_bg(["--command", command],
-                     env={**env, "CC_TASK_METRICS_PORT": str(port)})
-    run.wait_for_output("line5")
+    run = launch(["--command", command],
+                 env={**env, "CC_TASK_METRICS_PORT": str(port)})
+    run.wait_line("line5", timeout=20)
     samples = poll(lambda: (s := scrape(port)) and
                    value(s, "cc_task_output_lines_total", stream="stdout") == 5 and s,
                    10, "5 stdout lines in the metrics")
@@ -246,38 +245,38 @@ def test_values_during_the_run(cc_task_bg: Start, env: dict[str, str], fifo: Pat
         assert value(samples, name) is None, name
     assert value(samples, "cc_task_timeouts_total", kind="overall") == 0
 
-    run.send_signal(signal.SIGUSR1)
-    run.wait_for_event("signal.forwarded")
+    run.send(signal.SIGUSR1)
+    run.wait_event("signal.forwarded", timeout=20)
     samples = scrape(port)
     assert value(samples, "cc_task_signals_forwarded_total", signal="SIGUSR1") == 1
 
     release(fifo)
-    assert run.wait() == 0
+    assert run.finish() == 0
 
 
-def test_zombies_reaped_are_counted(cc_task_bg: Start, env: dict[str, str],
+def test_zombies_reaped_are_counted(launch: Launches, env: dict[str, str],
                                     fifo: Path) -> None:
     port = free_port()
     # The inner bash exits at once: its sleep is orphaned, re-parented to the launcher
     # (a subreaper) and reaped by it when it ends.
     command = ("bash -c 'sleep 0.2 & exit 0'; echo forked; "
                f"read -r _ < {shlex.quote(str(fifo))}")
-    run = cc_task_bg(["--command", command], env={**env, "CC_TASK_METRICS_PORT": str(port)})
-    run.wait_for_output("forked")
+    run = launch(["--command", command], env={**env, "CC_TASK_METRICS_PORT": str(port)})
+    run.wait_line("forked", timeout=20)
     poll(lambda: value(scrape(port), "cc_task_zombies_reaped_total") == 1, 10,
          "cc_task_zombies_reaped_total 1")
     release(fifo)
-    assert run.wait() == 0
+    assert run.finish() == 0
 
 
-def test_hook_output_is_not_the_commands(cc_task_bg: Start, env: dict[str, str]) -> None:
+def test_hook_output_is_not_the_commands(launch: Launches, env: dict[str, str]) -> None:
     port = free_port()
-    run = cc_task_bg(["--command", "echo one; echo two >&2; exit 3"], env={
+    run = launch(["--command", "echo one; echo two >&2; exit 3"], env={
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "30",
         "CC_PRE_RUN_HOOK": "echo pre; echo pre", "CC_RUN_FAILED_HOOK": "echo failed; exit 2"})
     rep = finished(run)
     samples = final_scrape(port)
-    assert run.wait(10) == 3
+    assert run.finish(10) == 3
     assert value(samples, "cc_task_output_lines_total", stream="stdout") == \
         rep["output"]["stdout_lines"] == 1
     assert value(samples, "cc_task_output_lines_total", stream="stderr") == 1
@@ -290,13 +289,13 @@ def test_hook_output_is_not_the_commands(cc_task_bg: Start, env: dict[str, str])
 # -- the endpoint --------------------------------------------------------------------
 
 
-def test_basic_auth(cc_task_bg: Start, env: dict[str, str], fifo: Path) -> None:
+def test_basic_auth(launch: Launches, env: dict[str, str], fifo: Path) -> None:
     port = free_port()
-    run = cc_task_bg(["--command", f"echo ready; read -r _ < {shlex.quote(str(fifo))}"], env={
+    run = launch(["--command", f"echo ready; read -r _ < {shlex.quote(str(fifo))}"], env={
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_METRICS_PROMETHEUS_PATH": "/m",
         "CC_METRICS_PROMETHEUS_USER": "scraper",
         "CC_METRICS_PROMETHEUS_PASSWORD": "s3cret-pass"})
-    run.wait_for_output("ready")
+    run.wait_line("ready", timeout=20)
     url = f"http://127.0.0.1:{port}/m"
     status, headers, _ = http_get(url)
     assert status == 401
@@ -308,7 +307,7 @@ def test_basic_auth(cc_task_bg: Start, env: dict[str, str], fifo: Path) -> None:
     assert value(parse(body), "cc_task_state", state="running") == 1
     assert http_get(f"http://127.0.0.1:{port}/metrics", ("scraper", "s3cret-pass"))[0] == 404
     release(fifo)
-    assert run.wait() == 0
+    assert run.finish() == 0
 
 
 def test_the_listening_socket_does_not_leak_into_the_task(env: dict[str, str]) -> None:
@@ -362,10 +361,10 @@ def test_port_out_of_range(env: dict[str, str], tmp_path: Path, port: str) -> No
 # -- the linger ----------------------------------------------------------------------
 
 
-def test_linger_ends_right_after_the_final_scrape(cc_task_bg: Start,
+def test_linger_ends_right_after_the_final_scrape(launch: Launches,
                                                   env: dict[str, str]) -> None:
     port = free_port()
-    run = cc_task_bg(["--command", "sleep 30"], env={
+    run = launch(["--command", "sleep 30"], env={
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "60",
         "CC_TASK_TIMEOUT": "0.3", "CC_TASK_KILL_GRACE": "5"})
     rep = finished(run)
@@ -373,7 +372,7 @@ def test_linger_ends_right_after_the_final_scrape(cc_task_bg: Start,
     assert run.proc.poll() is None  # still serving
     samples = final_scrape(port)
     scraped = time.monotonic()
-    assert run.wait(10) == 124
+    assert run.finish(10) == 124
     assert time.monotonic() - scraped < 3, "the launcher went on lingering after a scrape"
     assert value(samples, "cc_task_exit_status") == 124
     assert value(samples, "cc_task_state", state="finished") == 1
@@ -396,27 +395,27 @@ def test_linger_runs_out_without_a_scrape(env: dict[str, str]) -> None:
     assert 1.5 <= took < 10, took
 
 
-def test_sigterm_ends_the_linger(cc_task_bg: Start, env: dict[str, str]) -> None:
+def test_sigterm_ends_the_linger(launch: Launches, env: dict[str, str]) -> None:
     port = free_port()
-    run = cc_task_bg(["--command", "true"], env={
+    run = launch(["--command", "true"], env={
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "60"})
     finished(run)
-    run.send_signal(signal.SIGTERM)
+    run.send(signal.SIGTERM)
     signalled = time.monotonic()
-    run.wait(10)
+    run.finish(10)
     assert time.monotonic() - signalled < 3
 
 
 def test_a_real_prometheus_stores_the_final_exit_status(
-        cc_task_bg: Start, env: dict[str, str], prometheus: Callable[[int], str]) -> None:
+        launch: Launches, env: dict[str, str], prometheus: Callable[[int], str]) -> None:
     port = free_port()
     api = prometheus(port)
-    run = cc_task_bg(["--command", "echo working; exit 3"], env={
+    run = launch(["--command", "echo working; exit 3"], env={
         **env, "CC_TASK_METRICS_PORT": str(port), "CC_TASK_METRICS_LINGER": "30",
         "INSTANCE_ID": "prom-test"})
     finished(run)
     ended = time.monotonic()
-    assert run.wait(40) == 3
+    assert run.finish(40) == 3
     # Prometheus scrapes every second: the linger of 30 s ends at its first scrape.
     assert time.monotonic() - ended < 10
 

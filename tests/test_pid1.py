@@ -2,7 +2,7 @@
 task's status, handles signals explicitly (the kernel applies no default action to PID
 1) and never exits before its shutdown action.
 
-Safety: every launch has ``CC_TASK_SHUTDOWN=none`` (``procs.base_env``) or a
+Safety: every launch has ``CC_TASK_SHUTDOWN=none`` (``helpers.DEFAULT_ENV``) or a
 ``CC_TASK_SHUTDOWN_COMMAND``; as PID 1 ``auto`` would mean ``reboot(2)``, which in a PID
 namespace only ends the namespace, but no test relies on that.
 """
@@ -13,15 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
+from helpers import Launch, Launches, alive, children_of, cmdline, poll, sigchild
 
 NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
@@ -37,20 +32,14 @@ pytestmark = pytest.mark.skipif(not namespaces_work(),
                                 reason="cannot create a PID namespace here")
 
 
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
-
-
-def host_pid(run: procs.Launch) -> int:
+def host_pid(run: Launch) -> int:
     """The pid of the namespace's PID 1 (cc-task) as the host sees it: unshare's child."""
     found: list[int] = []
 
     def ready() -> bool:
-        found[:] = procs.children_of(run.proc.pid)
+        found[:] = children_of(run.proc.pid)
         return bool(found)
-    assert procs.poll(ready, 10), "unshare has no child"
+    assert poll(ready, 10), "unshare has no child"
     return found[0]
 
 
@@ -71,7 +60,7 @@ exit 7
 """
 
 
-def test_pid1_reaps_1000_orphans_and_keeps_the_task_status(launch: procs.Launches) -> None:
+def test_pid1_reaps_1000_orphans_and_keeps_the_task_status(launch: Launches) -> None:
     run = launch(["--command", ORPHANS], prefix=NAMESPACE,
                  env={"CC_TROUBLESHOOT": "true", "CC_TASK_TROUBLESHOOT_DELAY": "0"})
     status = run.finish(timeout=90)
@@ -92,19 +81,19 @@ def test_pid1_reaps_1000_orphans_and_keeps_the_task_status(launch: procs.Launche
 
 
 @pytest.mark.parametrize("code", [0, 1, 42, 255])
-def test_pid1_exits_with_the_task_status(launch: procs.Launches, code: int) -> None:
+def test_pid1_exits_with_the_task_status(launch: Launches, code: int) -> None:
     run = launch(["--command", f"(sleep 0.1 &); exit {code}"], prefix=NAMESPACE)
     assert run.finish(timeout=20) == code, run.dump()
     assert run.report["exit_status"] == code
 
 
-def test_pid1_forwards_sigterm_sent_from_outside(launch: procs.Launches) -> None:
+def test_pid1_forwards_sigterm_sent_from_outside(launch: Launches) -> None:
     run = launch(["--kill-grace", "10s", "--command",
-                  procs.sigchild("--raise-on", "TERM") + "; echo not reached"],
+                  sigchild("--raise-on", "TERM") + "; echo not reached"],
                  prefix=NAMESPACE)
     run.wait_ready()
     pid = host_pid(run)
-    assert "cc-task" in procs.cmdline(pid) or "supervisor" in procs.cmdline(pid)
+    assert "cc-task" in cmdline(pid) or "supervisor" in cmdline(pid)
     os.kill(pid, signal.SIGTERM)
     run.wait_line("signal SIGTERM")
     status = run.finish(timeout=20)
@@ -117,9 +106,9 @@ def test_pid1_forwards_sigterm_sent_from_outside(launch: procs.Launches) -> None
     assert status == 143, run.dump()
 
 
-def test_pid1_handles_sigint_and_sighup_explicitly(launch: procs.Launches) -> None:
+def test_pid1_handles_sigint_and_sighup_explicitly(launch: Launches) -> None:
     """Signals the kernel would drop for PID 1 without a handler reach the task."""
-    run = launch(["--kill-grace", "10s", "--command", procs.sigchild("--exit-on", "INT")],
+    run = launch(["--kill-grace", "10s", "--command", sigchild("--exit-on", "INT")],
                  prefix=NAMESPACE)
     run.wait_ready()
     pid = host_pid(run)
@@ -132,7 +121,7 @@ def test_pid1_handles_sigint_and_sighup_explicitly(launch: procs.Launches) -> No
     assert run.finish(timeout=20) == 130, run.dump()
 
 
-def test_pid1_runs_the_shutdown_command_before_it_exits(launch: procs.Launches,
+def test_pid1_runs_the_shutdown_command_before_it_exits(launch: Launches,
                                                         tmp_path: Path) -> None:
     marker = tmp_path / "shutdown-ran"
     run = launch(["--command", "exit 3"], prefix=NAMESPACE, env={
@@ -145,7 +134,7 @@ def test_pid1_runs_the_shutdown_command_before_it_exits(launch: procs.Launches,
     assert run.events("shutdown.started")
 
 
-def test_pid1_leftovers_are_gone(launch: procs.Launches) -> None:
+def test_pid1_leftovers_are_gone(launch: Launches) -> None:
     """As PID 1, a double fork that ignores SIGTERM is still killed after the grace."""
     command = ('( (trap "" TERM; echo df $BASHPID; exec sleep 1004) & ) & '
                "sleep 0.3; exit 0")
@@ -155,6 +144,6 @@ def test_pid1_leftovers_are_gone(launch: procs.Launches) -> None:
     assert run.events("leftovers.killed"), run.dump()
     assert run.events("command.killed"), run.dump()
     # The namespace is gone with its PID 1; nothing named sleep 1004 is left on the host.
-    assert procs.poll(lambda: not any(procs.alive(p, "sleep 1004")
+    assert poll(lambda: not any(alive(p, "sleep 1004")
                                       for p in map(int, filter(str.isdigit,
                                                                os.listdir("/proc")))), 3)

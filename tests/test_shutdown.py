@@ -13,12 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import ShutdownProbe
-from helpers import CC_TASK, Background, make_env, run_cc_task
+from helpers import CC_TASK, Launches, make_env, run_cc_task
 
 
 def supervisor_events(records: list[dict[str, object]]) -> list[object]:
@@ -190,12 +189,13 @@ def test_shutdown_command_replaces_the_action_even_as_pid1(tmp_path: Path) -> No
 
 
 def test_shutdown_command_runs_after_the_launcher_is_terminated(
-        cc_task_bg: Callable[..., Background], shutdown_probe: ShutdownProbe) -> None:
+        launch: Launches, shutdown_probe: ShutdownProbe) -> None:
     """SIGTERM to the launcher reaches the task; the report and shutdown still follow."""
-    run = cc_task_bg(["--command", "echo ready; sleep 60 & wait"], env=shutdown_probe.env)
-    run.wait_for_output("ready")
-    run.send_signal(15)
-    assert run.wait(timeout=30) == 143, run.records
-    assert run.wait_for_event("shutdown.started")
+    run = launch(["--command", "echo ready; sleep 60 & wait"], env=shutdown_probe.env)
+    run.wait_line("ready", timeout=20)
+    run.send(15)
+    run.finish(timeout=30)
+    assert run.returncode == 143, run.records
+    assert run.wait_event("shutdown.started", timeout=20)
     assert shutdown_probe.lines() == ["report-written"]
     assert json.loads(shutdown_probe.status_file.read_bytes())["exit_status"] == 143

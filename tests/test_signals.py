@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
-
-sigchild = procs.sigchild
+from helpers import PYTHON, Launches, Timeout, alive, sigchild
 
 FORWARDED = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
 
 
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
-
-
 @pytest.mark.parametrize("name", FORWARDED)
-def test_signal_reaches_a_task_that_bash_exec_d(launch: procs.Launches, name: str) -> None:
+def test_signal_reaches_a_task_that_bash_exec_d(launch: Launches, name: str) -> None:
     """``bash -c 'python3 sigchild.py'`` execs: the child is the group leader."""
     signum = int(signal.Signals[name])
     run = launch(["--kill-grace", "10s", "--command", sigchild("--exit-on", name)])
@@ -54,7 +41,7 @@ def test_signal_reaches_a_task_that_bash_exec_d(launch: procs.Launches, name: st
 
 @pytest.mark.parametrize("name", FORWARDED)
 def test_signal_reaches_the_child_of_a_bash_that_did_not_exec(
-        launch: procs.Launches, name: str) -> None:
+        launch: Launches, name: str) -> None:
     """``python3 sigchild.py; echo done``: bash stays the parent; the signal goes to the
     whole group, so the helper itself gets it."""
     signum = int(signal.Signals[name])
@@ -68,12 +55,12 @@ def test_signal_reaches_the_child_of_a_bash_that_did_not_exec(
     status = run.finish()
     rep = run.report
     assert rep["exit_status"] == status, run.dump()
-    assert not procs.alive(child, "sigchild"), "the helper outlived the run"
+    assert not alive(child, "sigchild"), "the helper outlived the run"
     assert [r["signal"] for r in run.events("signal.forwarded")][:1] == [name]
     assert [r["signal"] for r in run.events("signal.received")][:1] == [name]
 
 
-def test_raised_signal_gives_128_plus_n(launch: procs.Launches) -> None:
+def test_raised_signal_gives_128_plus_n(launch: Launches) -> None:
     """A task that dies *from* the forwarded signal: 128+N and the report names it."""
     run = launch(["--kill-grace", "10s", "--command", sigchild("--raise-on", "TERM")])
     run.wait_ready()
@@ -86,7 +73,7 @@ def test_raised_signal_gives_128_plus_n(launch: procs.Launches) -> None:
     assert rep["killed"] is False
 
 
-def test_non_terminating_signals_start_no_grace(launch: procs.Launches) -> None:
+def test_non_terminating_signals_start_no_grace(launch: Launches) -> None:
     """USR1 twice: forwarded twice, nothing killed; the task then ends by itself."""
     run = launch(["--kill-grace", "1s", "--command", sigchild("--exit-on", "TERM")])
     child = run.wait_ready()
@@ -97,15 +84,15 @@ def test_non_terminating_signals_start_no_grace(launch: procs.Launches) -> None:
                                 if x.get("message") == "signal SIGUSR1"]) >= 2,
                  what="the second SIGUSR1 line")
     # Well past the 1 s grace: a USR1 must not have started it.
-    with pytest.raises(procs.Timeout):
+    with pytest.raises(Timeout):
         run.wait_event("command.killed", timeout=1.5)
-    assert procs.alive(child, "sigchild"), run.dump()
+    assert alive(child, "sigchild"), run.dump()
     run.send(signal.SIGTERM)
     assert run.finish() == 143, run.dump()
     assert run.report["killed"] is False
 
 
-def test_terminating_signal_starts_the_grace(launch: procs.Launches) -> None:
+def test_terminating_signal_starts_the_grace(launch: Launches) -> None:
     """A TERM-ignoring task gets SIGKILL one grace after the forwarded SIGTERM."""
     run = launch(["--kill-grace", "1s", "--command", sigchild()])
     run.wait_ready()
@@ -123,7 +110,7 @@ def test_terminating_signal_starts_the_grace(launch: procs.Launches) -> None:
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
-def test_double_signal_kills_at_once(launch: procs.Launches, name: str) -> None:
+def test_double_signal_kills_at_once(launch: Launches, name: str) -> None:
     """The double Ctrl-C: the first SIGINT is forwarded and starts a 30 s grace; the
     second kills at once. The task died from SIGKILL: 137 (SPEC section 7)."""
     signum = signal.Signals[name]
@@ -132,7 +119,7 @@ def test_double_signal_kills_at_once(launch: procs.Launches, name: str) -> None:
     run.send(signum)
     run.wait_line(f"signal {name}")
     run.wait_event("signal.forwarded", signal=name)
-    assert procs.alive(child, "sigchild")
+    assert alive(child, "sigchild")
     assert not run.events("command.killed")
     second = time.monotonic()
     run.send(signum)
@@ -149,10 +136,10 @@ def test_double_signal_kills_at_once(launch: procs.Launches, name: str) -> None:
     assert run.lines().count(f"signal {name}") == 1
     received = run.events("signal.received")
     assert {r["signal"] for r in received} == {name} and len(received) >= 2, run.dump()
-    assert not procs.alive(child, "sigchild")
+    assert not alive(child, "sigchild")
 
 
-def test_a_different_second_signal_is_forwarded_not_fatal(launch: procs.Launches) -> None:
+def test_a_different_second_signal_is_forwarded_not_fatal(launch: Launches) -> None:
     """SIGINT then SIGTERM: both forwarded; the kill waits for the grace."""
     run = launch(["--kill-grace", "2s", "--command", sigchild()])
     run.wait_ready()
@@ -167,7 +154,7 @@ def test_a_different_second_signal_is_forwarded_not_fatal(launch: procs.Launches
     assert [r["signal"] for r in run.events("signal.forwarded")] == ["SIGINT", "SIGTERM"]
 
 
-def test_signal_names_in_events(launch: procs.Launches) -> None:
+def test_signal_names_in_events(launch: Launches) -> None:
     """``signal.received`` comes before ``signal.forwarded`` and both name the signal."""
     run = launch(["--command", sigchild("--exit-on", "HUP")])
     run.wait_ready()
@@ -183,7 +170,7 @@ def test_signal_names_in_events(launch: procs.Launches) -> None:
 
 # Starts cc-task the way a careless parent would: forwarded signals ignored (as `nohup`
 # or a non-interactive shell's `&` leave them), SIGTERM and SIGINT blocked.
-HOSTILE_PARENT = [procs.PYTHON, "-c", (
+HOSTILE_PARENT = [PYTHON, "-c", (
     "import os, signal, sys\n"
     "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):\n"
     "    signal.signal(s, signal.SIG_IGN)\n"
@@ -192,7 +179,7 @@ HOSTILE_PARENT = [procs.PYTHON, "-c", (
 
 
 def test_task_starts_with_default_signal_mask_and_dispositions(
-        launch: procs.Launches) -> None:
+        launch: Launches) -> None:
     run = launch(["--command", "exec grep -E '^Sig(Blk|Ign):' /proc/self/status"],
                  prefix=HOSTILE_PARENT)
     assert run.finish() == 0, run.dump()
@@ -201,7 +188,7 @@ def test_task_starts_with_default_signal_mask_and_dispositions(
 
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
-def test_forwarding_works_under_a_hostile_parent(launch: procs.Launches, name: str) -> None:
+def test_forwarding_works_under_a_hostile_parent(launch: Launches, name: str) -> None:
     """Inherited SIG_IGN and blocked signals neither stop the launcher from forwarding
     nor the task from dying of the signal's default action."""
     signum = signal.Signals[name]

@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
-
-sigchild = procs.sigchild
+from helpers import Launches, alive, poll, sigchild
 
 
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
-
-
-def test_timeout_stops_a_normal_task_with_124(launch: procs.Launches) -> None:
+def test_timeout_stops_a_normal_task_with_124(launch: Launches) -> None:
     run = launch(["--timeout", "1s", "--kill-grace", "10s", "--command",
                   sigchild("--raise-on", "TERM")])
     run.wait_ready()
@@ -46,7 +33,7 @@ def test_timeout_stops_a_normal_task_with_124(launch: procs.Launches) -> None:
     assert 0.9 <= rep["duration_seconds"] < 5, rep
 
 
-def test_timeout_with_a_term_ignoring_task_needs_sigkill(launch: procs.Launches) -> None:
+def test_timeout_with_a_term_ignoring_task_needs_sigkill(launch: Launches) -> None:
     run = launch(["--timeout", "1s", "--kill-grace", "1s", "--command", sigchild()])
     run.wait_ready()
     reached = run.wait_event("timeout.reached", timeout=5)
@@ -69,7 +56,7 @@ def test_timeout_with_a_term_ignoring_task_needs_sigkill(launch: procs.Launches)
     assert "signal SIGCONT" in run.lines()
 
 
-def test_output_written_while_stopping_is_kept(launch: procs.Launches) -> None:
+def test_output_written_while_stopping_is_kept(launch: Launches) -> None:
     command = ("trap 'echo stopping now; echo cleanup on stderr >&2; exit 3' TERM; "
                "echo started; while :; do sleep 0.05; done")
     run = launch(["--timeout", "1s", "--kill-grace", "10s", "--command", command])
@@ -84,7 +71,7 @@ def test_output_written_while_stopping_is_kept(launch: procs.Launches) -> None:
     assert "stopping now" in rep["tail"]
 
 
-def test_stop_is_polled_not_slept(launch: procs.Launches) -> None:
+def test_stop_is_polled_not_slept(launch: Launches) -> None:
     """Grace 20 s, the task dies at once on SIGTERM: the whole run takes well under 2 s
     beyond the timeout."""
     started = time.monotonic()
@@ -97,7 +84,7 @@ def test_stop_is_polled_not_slept(launch: procs.Launches) -> None:
     assert wall < 2.0, f"the run took {wall:.2f}s: the launcher slept out the grace?"
 
 
-def test_stop_is_polled_after_a_forwarded_sigterm(launch: procs.Launches) -> None:
+def test_stop_is_polled_after_a_forwarded_sigterm(launch: Launches) -> None:
     run = launch(["--kill-grace", "20s", "--command", sigchild("--raise-on", "TERM")])
     run.wait_ready()
     sent = time.monotonic()
@@ -107,7 +94,7 @@ def test_stop_is_polled_after_a_forwarded_sigterm(launch: procs.Launches) -> Non
     assert status == 143, run.dump()
 
 
-def test_idle_timeout(launch: procs.Launches) -> None:
+def test_idle_timeout(launch: Launches) -> None:
     run = launch(["--idle-timeout", "1s", "--kill-grace", "5s", "--command",
                   "echo one; echo two; exec sleep 30"])
     status = run.finish()
@@ -121,7 +108,7 @@ def test_idle_timeout(launch: procs.Launches) -> None:
     assert 0.9 <= rep["duration_seconds"] < 4
 
 
-def test_output_resets_the_idle_timer(launch: procs.Launches) -> None:
+def test_output_resets_the_idle_timer(launch: Launches) -> None:
     """Output every 0.2 s for 2 s with an idle timeout of 1 s: never idle, succeeds."""
     run = launch(["--idle-timeout", "1s", "--command",
                   "for i in $(seq 10); do echo tick $i; sleep 0.2; done"])
@@ -133,14 +120,14 @@ def test_output_resets_the_idle_timer(launch: procs.Launches) -> None:
     assert run.lines() == [f"tick {i}" for i in range(1, 11)]
 
 
-def test_stderr_output_also_resets_the_idle_timer(launch: procs.Launches) -> None:
+def test_stderr_output_also_resets_the_idle_timer(launch: Launches) -> None:
     run = launch(["--idle-timeout", "1s", "--command",
                   "for i in $(seq 8); do echo tick $i >&2; sleep 0.25; done"])
     assert run.finish() == 0, run.dump()
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "USR1", "10"])
-def test_stop_signal_is_the_one_sent(launch: procs.Launches, stop: str) -> None:
+def test_stop_signal_is_the_one_sent(launch: Launches, stop: str) -> None:
     expected = {"SIGINT": "SIGINT", "USR1": "SIGUSR1", "10": "SIGUSR1"}[stop]
     run = launch(["--timeout", "1s", "--kill-grace", "10s", "--command",
                   sigchild("--exit-on", expected)],
@@ -157,7 +144,7 @@ def test_stop_signal_is_the_one_sent(launch: procs.Launches, stop: str) -> None:
 
 
 def test_timeout_reaches_the_children_of_a_bash_that_did_not_exec(
-        launch: procs.Launches) -> None:
+        launch: Launches) -> None:
     """The stop signal goes to the process group, not only to bash."""
     run = launch(["--timeout", "1s", "--kill-grace", "10s", "--command",
                   sigchild("--exit-on", "TERM") + "; echo after"])
@@ -169,7 +156,7 @@ def test_timeout_reaches_the_children_of_a_bash_that_did_not_exec(
 
 
 def test_timeout_bounds_a_task_that_stops_itself_on_sigcont(
-        launch: procs.Launches) -> None:
+        launch: Launches) -> None:
     """A task stopped with SIGSTOP still gets the stop signal acted on (SIGCONT follows)."""
     run = launch(["--timeout", "1s", "--kill-grace", "10s", "--command",
                   "trap 'echo got term; exit 5' TERM; echo go; kill -STOP $$; echo resumed"])
@@ -180,7 +167,7 @@ def test_timeout_bounds_a_task_that_stops_itself_on_sigcont(
 
 
 def test_timeout_kills_a_term_ignoring_grandchild_after_bash_died(
-        launch: procs.Launches) -> None:
+        launch: Launches) -> None:
     """bash dies on the stop signal; its TERM-ignoring child is a leftover, killed after
     the grace; the status is still 124."""
     command = ("(trap '' TERM; echo child $BASHPID; exec sleep 1006) & "
@@ -194,13 +181,13 @@ def test_timeout_kills_a_term_ignoring_grandchild_after_bash_died(
     assert rep["result"] == "timeout" and rep["timed_out"] is True
     assert rep["killed"] is True
     assert run.events("command.killed")
-    assert procs.poll(lambda: not procs.alive(child, "sleep 1006"), 3)
+    assert poll(lambda: not alive(child, "sleep 1006"), 3)
     assert run.elapsed is not None and run.elapsed < 6
 
 
 @pytest.mark.parametrize("option", ["--timeout", "--idle-timeout"])
 def test_a_deadline_after_bash_exited_does_not_turn_the_run_into_a_timeout(
-        launch: procs.Launches, option: str, tmp_path: Path) -> None:
+        launch: Launches, option: str, tmp_path: Path) -> None:
     """The task is over when bash exits (SPEC section 5): bash exits 0 at once, leaving a
     TERM-ignoring process whose grace (3 s) outlasts the deadline (1 s). The leftover is
     killed after the grace, but the status is bash's 0 (SPEC section 7), not 124."""
@@ -216,7 +203,7 @@ def test_a_deadline_after_bash_exited_does_not_turn_the_run_into_a_timeout(
     assert rep["result"] == "success" and rep["timed_out"] is False
 
 
-def test_output_without_newline_also_resets_the_idle_timer(launch: procs.Launches) -> None:
+def test_output_without_newline_also_resets_the_idle_timer(launch: Launches) -> None:
     run = launch(["--idle-timeout", "1s", "--command",
                   "for i in $(seq 8); do printf .; sleep 0.25; done"])
     assert run.finish() == 0, run.dump()

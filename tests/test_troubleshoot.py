@@ -7,28 +7,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
-
-
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
+from helpers import Launches, Timeout
 
 
 def troubleshoot(delay: str, **extra: str) -> dict[str, str]:
     return {"CC_TROUBLESHOOT": "true", "CC_TASK_TROUBLESHOOT_DELAY": delay, **extra}
 
 
-def test_sigterm_ends_the_troubleshoot_wait(launch: procs.Launches, tmp_path: Path) -> None:
+def test_sigterm_ends_the_troubleshoot_wait(launch: Launches, tmp_path: Path) -> None:
     marker = tmp_path / "shutdown-ran"
     run = launch(["--command", "echo failing; exit 3"], env=troubleshoot(
         "30s", CC_TASK_SHUTDOWN_COMMAND=f"touch '{marker}'"))
@@ -38,7 +27,7 @@ def test_sigterm_ends_the_troubleshoot_wait(launch: procs.Launches, tmp_path: Pa
     order = [r.get("event") for r in run.records if r.get("event")]
     assert order.index("task.finished") < order.index("shutdown.delayed")
     assert not marker.exists(), "the shutdown action ran before the wait"
-    with pytest.raises(procs.Timeout):  # it really waits
+    with pytest.raises(Timeout):  # it really waits
         run.wait_for(lambda r: r.get("event") == "shutdown.started", timeout=1.0)
     assert run.proc.poll() is None
     sent = time.monotonic()
@@ -51,7 +40,7 @@ def test_sigterm_ends_the_troubleshoot_wait(launch: procs.Launches, tmp_path: Pa
     assert run.report["exit_status"] == 3
 
 
-def test_short_delay_ends_by_itself(launch: procs.Launches) -> None:
+def test_short_delay_ends_by_itself(launch: Launches) -> None:
     run = launch(["--command", "exit 5"], env=troubleshoot("1s"))
     run.wait_event("shutdown.delayed")
     began = time.monotonic()
@@ -61,7 +50,7 @@ def test_short_delay_ends_by_itself(launch: procs.Launches) -> None:
     assert 0.8 <= waited < 3.0, f"waited {waited:.2f}s for a 1 s delay"
 
 
-def test_no_delay_after_a_successful_task(launch: procs.Launches) -> None:
+def test_no_delay_after_a_successful_task(launch: Launches) -> None:
     run = launch(["--command", "echo fine"], env=troubleshoot("30s"))
     status = run.finish(timeout=10)
     assert status == 0, run.dump()
@@ -69,13 +58,13 @@ def test_no_delay_after_a_successful_task(launch: procs.Launches) -> None:
     assert run.elapsed is not None and run.elapsed < 5
 
 
-def test_no_delay_without_troubleshoot(launch: procs.Launches) -> None:
+def test_no_delay_without_troubleshoot(launch: Launches) -> None:
     run = launch(["--command", "exit 1"], env={"CC_TASK_TROUBLESHOOT_DELAY": "30s"})
     assert run.finish(timeout=10) == 1, run.dump()
     assert not run.events("shutdown.delayed")
 
 
-def test_delay_after_a_timeout(launch: procs.Launches) -> None:
+def test_delay_after_a_timeout(launch: Launches) -> None:
     """A timed-out run is a failed run: the delay applies and the status stays 124."""
     run = launch(["--timeout", "500ms", "--command", "exec sleep 30"],
                  env=troubleshoot("30s"))
@@ -84,7 +73,7 @@ def test_delay_after_a_timeout(launch: procs.Launches) -> None:
     assert run.finish(timeout=10) == 124, run.dump()
 
 
-def test_delay_after_a_configuration_error(launch: procs.Launches) -> None:
+def test_delay_after_a_configuration_error(launch: Launches) -> None:
     """Configuration errors are failed runs too (SPEC section 12)."""
     run = launch(["--command", "echo 'unterminated"], env=troubleshoot("30s"))
     run.wait_event("shutdown.delayed", timeout=10)
@@ -93,7 +82,7 @@ def test_delay_after_a_configuration_error(launch: procs.Launches) -> None:
     assert run.events("config.invalid")
 
 
-def test_debug_events_appear_with_troubleshoot(launch: procs.Launches) -> None:
+def test_debug_events_appear_with_troubleshoot(launch: Launches) -> None:
     """The same run (it leaves an orphan to reap) logs debug records only with
     CC_TROUBLESHOOT."""
     command = "(sleep 0.1 &); sleep 0.3; echo done"

@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Iterator
 
 import pytest
-
-try:
-    from tests import procs
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    import procs  # type: ignore[no-redef]
+from helpers import Launches, alive, poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 
@@ -42,14 +37,8 @@ def normalise(line: str) -> str:
     return f"{head} groups {' '.join(sorted(groups.split(), key=int))} home {tail}"
 
 
-@pytest.fixture
-def launch() -> Iterator[procs.Launches]:
-    with procs.Launches() as started:
-        yield started
-
-
 @pytest.mark.parametrize("how", ["name", "uid", "option"])
-def test_command_runs_as_nobody(launch: procs.Launches, how: str) -> None:
+def test_command_runs_as_nobody(launch: Launches, how: str) -> None:
     entry = nobody()
     env = {"CC_TASK_WORKDIR": "/tmp", "HOME": "/root", "USER": "root", "LOGNAME": "root"}
     args = ["--command", IDENTITY]
@@ -68,7 +57,7 @@ def test_command_runs_as_nobody(launch: procs.Launches, how: str) -> None:
         "root's group 0 leaked into the supplementary groups")
 
 
-def test_hooks_run_as_the_user_too(launch: procs.Launches) -> None:
+def test_hooks_run_as_the_user_too(launch: Launches) -> None:
     entry = nobody()
     run = launch(["--command", "id -u"], env={
         "CC_TASK_USER": "nobody", "CC_TASK_WORKDIR": "/tmp",
@@ -83,7 +72,7 @@ def test_hooks_run_as_the_user_too(launch: procs.Launches) -> None:
     assert run.lines() == [str(entry.pw_uid)]
 
 
-def test_the_user_cannot_regain_root(launch: procs.Launches) -> None:
+def test_the_user_cannot_regain_root(launch: Launches) -> None:
     """The real, effective and saved ids are all dropped."""
     entry = nobody()
     run = launch(["--command", "grep -E '^(Uid|Gid):' /proc/self/status"],
@@ -94,7 +83,7 @@ def test_the_user_cannot_regain_root(launch: procs.Launches) -> None:
     assert gid_line.split()[1:] == [str(entry.pw_gid)] * 4
 
 
-def test_signals_and_leftovers_still_work_as_nobody(launch: procs.Launches) -> None:
+def test_signals_and_leftovers_still_work_as_nobody(launch: Launches) -> None:
     """The launcher stays root: it can signal and kill what the user's task starts."""
     run = launch(["--kill-grace", "1s", "--command",
                   '( (trap "" TERM; echo df $BASHPID; exec sleep 1005) & ) & sleep 0.3; exit 0'],
@@ -103,11 +92,11 @@ def test_signals_and_leftovers_still_work_as_nobody(launch: procs.Launches) -> N
     launch.track(df, "sleep 1005")
     assert run.finish(timeout=20) == 0, run.dump()
     assert run.events("leftovers.killed"), run.dump()
-    assert procs.poll(lambda: not procs.alive(df, "sleep 1005"), 3)
+    assert poll(lambda: not alive(df, "sleep 1005"), 3)
 
 
 @pytest.mark.parametrize("user", ["no-such-user-cc-task", "4000000000"])
-def test_unknown_user_is_a_configuration_error(launch: procs.Launches, user: str) -> None:
+def test_unknown_user_is_a_configuration_error(launch: Launches, user: str) -> None:
     run = launch(["--command", "echo should not run"], env={
         "CC_TASK_USER": user, "CC_PRE_RUN_HOOK": "echo hook should not run"})
     assert run.finish() == 125, run.dump()
@@ -120,7 +109,7 @@ def test_unknown_user_is_a_configuration_error(launch: procs.Launches, user: str
     assert run.report["result"] == "config-error"
 
 
-def test_check_rejects_an_unknown_user(launch: procs.Launches) -> None:
+def test_check_rejects_an_unknown_user(launch: Launches) -> None:
     run = launch(["check", "--command", "true"], env={"CC_TASK_USER": "no-such-user-cc-task"})
     assert run.finish() == 125, run.dump()
     assert "CC_TASK_USER" in run.stderr
