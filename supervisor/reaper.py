@@ -3,7 +3,8 @@
 Every exit status of every child (and, as PID 1 or a subreaper, of every orphan) is
 collected here and routed by pid. A ``subprocess.Popen`` whose status a ``waitpid(-1)``
 stole would report exit code 0: so the launcher never calls ``Popen.wait`` or ``poll``
-while the reaper runs, and nothing else in the package waits on a process.
+while the reaper runs. (Only the ``bash -n`` check, before the loop's first turn, and the
+shutdown command, after its last, are waited on by ``subprocess.run``, by their own pid.)
 """
 
 from __future__ import annotations
