@@ -52,7 +52,13 @@ def test_random_bytes_round_trip_through_the_real_launcher(data: bytes, max_line
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         assert invalid, "invalid UTF-8 must be flagged"
-        assert joined == data.decode("utf-8", "replace").encode() or "\ufffd" in joined.decode()
+        expected = data.decode("utf-8", "replace")
+        if max_line == 16384:  # no cut in these inputs: exactly Python's replacement
+            assert joined.decode() == expected
+        else:
+            # A cut inside an invalid sequence may turn one U+FFFD into two; everything
+            # else is exact (cuts never split a valid sequence).
+            assert joined.decode().replace("\ufffd", "") == expected.replace("\ufffd", "")
     else:
         assert not invalid
         assert joined == text.encode()
