@@ -141,7 +141,6 @@ class _Run:
         self.idle_deadline: float | None = None
         self.kill_at: float | None = None
         self.drain_until: float | None = None
-        self.stop_sent = False
         self.first_terminating: int | None = None
         self.leftover_pids: set[int] = set()
         self.leftovers_done = False
@@ -235,24 +234,32 @@ class _Run:
             if exc.errno != errno.EIO:
                 raise
             data = b""
-        stream, splitter = self.open_fds[fd]
         if not data:
-            last, last_partial = splitter.flush()
-            self._log(stream, last, last_partial)
-            if last:
-                self.outcome.output[stream].lines += 1
-                self.r.observer.output(stream, 1, 0)
-            self._close(fd)
+            self._end(fd)
             return
-        records, partial = splitter.feed(data)
+        self._ingest(fd, data)
+        if self.idle_deadline is not None and self.spec.idle_timeout:
+            self.idle_deadline = self.clock() + self.spec.idle_timeout
+
+    def _ingest(self, fd: int, data: bytes) -> None:
+        """Count, split, mask and log one read of a pipe."""
+        stream, splitter = self.open_fds[fd]
         count = self.outcome.output[stream]
         lines = data.count(b"\n")
         count.lines += lines
         count.bytes += len(data)
         self.r.observer.output(stream, lines, len(data))
-        if self.idle_deadline is not None and self.spec.idle_timeout and not self.stop_sent:
-            self.idle_deadline = self.clock() + self.spec.idle_timeout
-        self._log(stream, records, partial)
+        self._log(stream, *splitter.feed(data))
+
+    def _end(self, fd: int) -> None:
+        """End of a stream: what was held back is a last line without newline."""
+        stream, splitter = self.open_fds[fd]
+        last, last_partial = splitter.flush()
+        if last:
+            self.outcome.output[stream].lines += 1
+            self.r.observer.output(stream, 1, 0)
+        self._log(stream, last, last_partial)
+        self._close(fd)
 
     def _log(self, stream: str, records: list[bytes], partial: Sequence[int]) -> None:
         if not records:
@@ -294,10 +301,10 @@ class _Run:
 
     def _check_deadlines(self) -> None:
         now = self.clock()
-        if self.deadline is not None and now >= self.deadline and not self.stop_sent:
+        if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             self._timed_out(self.spec.timeout_kind, self.spec.timeout)
-        if self.idle_deadline is not None and now >= self.idle_deadline and not self.stop_sent:
+        if self.idle_deadline is not None and now >= self.idle_deadline:
             self.idle_deadline = None
             self._timed_out(Timeout.IDLE, self.spec.idle_timeout)
         if self.kill_at is not None and now >= self.kill_at:
@@ -323,7 +330,6 @@ class _Run:
         self.r.observer.timeout(kind)
         self._signal_group(self.spec.stop_signal)
         self._signal_group(signal.SIGCONT)
-        self.stop_sent = True
         self._start_grace()
 
     def _start_grace(self) -> None:
@@ -408,21 +414,11 @@ class _Run:
 
     def _close_pipes(self) -> None:
         for fd in list(self.open_fds):
-            stream, splitter = self.open_fds[fd]
             # Whatever is still readable now, then what was held back.
             with contextlib.suppress(OSError):
-                while True:
-                    data = os.read(fd, READ_SIZE)
-                    if not data:
-                        break
-                    self.outcome.output[stream].bytes += len(data)
-                    self.outcome.output[stream].lines += data.count(b"\n")
-                    self._log(stream, *splitter.feed(data))
-            records, partial = splitter.flush()
-            if records:
-                self.outcome.output[stream].lines += 1
-            self._log(stream, records, partial)
-            self._close(fd)
+                while data := os.read(fd, READ_SIZE):
+                    self._ingest(fd, data)
+            self._end(fd)
         self.r.writer.flush()
 
     # -- the end --------------------------------------------------------------------
