@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -136,6 +135,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    import tempfile  # only runs with a status file need it
+
     fd, tmp = tempfile.mkstemp(prefix=".cc-task-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import time
 import traceback
 import uuid
@@ -250,7 +249,8 @@ class Task:
         # Pre-run hooks: the first failure stops the task.
         pre_failed: Outcome | None = None
         self.observer_state(State.PRE_RUN)
-        pre = self._run_hooks(Phase.PRE_RUN, task_env, hooks, stop_on_failure=True)
+        pre = self._run_hooks(Phase.PRE_RUN, self._hook_specs(Phase.PRE_RUN, task_env), hooks,
+                              stop_on_failure=True)
         if pre is not None and pre.exit_status != 0:
             pre_failed = pre
 
@@ -285,17 +285,19 @@ class Task:
                 if outcome is not None and outcome.signal else "",
                 CC_TASK_DURATION_SECONDS=f"{rep['duration_seconds']:.6f}",
             )
-            with _report_file(rep) as path:
-                post_env["CC_TASK_REPORT_FILE"] = path
-                self._run_hooks(phase, post_env, hooks, stop_on_failure=False)
+            specs = self._hook_specs(phase, post_env)
+            if specs:  # the report file only when a hook will read it
+                with _report_file(rep) as path:
+                    post_env["CC_TASK_REPORT_FILE"] = path  # the specs share post_env
+                    self._run_hooks(phase, specs, hooks, stop_on_failure=False)
             rep["hooks"] = {k: vars(v) for k, v in hooks.items()}
         self._final_report(rep, settings)
         return status
 
     # -- hooks ----------------------------------------------------------------------
 
-    def _run_hooks(self, phase: Phase, env: dict[str, str], results: dict[str, HookResult],
-                   stop_on_failure: bool) -> Outcome | None:
+    def _hook_specs(self, phase: Phase, env: dict[str, str]) -> list[Spec]:
+        """The variable's hook, then the folder's executables in name order."""
         settings = self.settings
         variable = {Phase.PRE_RUN: settings.pre_run_hook, Phase.SUCCEEDED: settings.succeeded_hook,
                     Phase.FAILED: settings.failed_hook}[phase]
@@ -308,6 +310,10 @@ class Task:
             specs.append(Spec(command=variable, **common))  # type: ignore[arg-type]
         for path in self._folder_hooks(phase):
             specs.append(Spec(command=path, argv=[path], path=path, **common))  # type: ignore[arg-type]
+        return specs
+
+    def _run_hooks(self, phase: Phase, specs: list[Spec], results: dict[str, HookResult],
+                   stop_on_failure: bool) -> Outcome | None:
         last: Outcome | None = None
         for spec in specs:
             if stop_on_failure and self.terminated is not None:
@@ -462,6 +468,8 @@ def _result(out: Outcome) -> tuple[Result, int]:
 @contextlib.contextmanager
 def _report_file(rep: Mapping[str, Any]):  # type: ignore[no-untyped-def]
     """The report so far, as a file the post-run hooks can read."""
+    import tempfile
+
     fd, path = tempfile.mkstemp(prefix="cc-task-report-", suffix=".json")
     try:
         with os.fdopen(fd, "wb") as f:
